@@ -1,0 +1,1 @@
+"""Invariant checks: plain functions over plain data (plan JSON, state, describe results)."""
