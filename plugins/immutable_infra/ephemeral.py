@@ -1,0 +1,422 @@
+"""One ephemeral run: its id, tags and names, its workspace and state, applying and tearing down.
+
+A run lives in ``<home>/runs/<run-id>/``: ``run.json`` (what was applied where,
+timings, teardown outcome) and one working copy per group under ``groups/``
+with its own Terraform state. The plugin and the ``immutable-infra`` command
+share this store, so a run brought up with ``up`` is tested with
+``pytest --run-id`` and destroyed with ``down``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from immutable_infra.catalog import Catalog, CatalogError, Group, resolve_inputs
+from immutable_infra.engine import DEFAULT_PARALLELISM, Driver, EmbeddedDriver, Terraform, TerraformError
+from immutable_infra.sandbox import Sandbox
+
+RUN_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,15}$")
+OVERRIDE_FILE = "immutable_infra_override.tf"
+TFVARS_FILE = "immutable_infra.auto.tfvars.json"
+DEFAULT_TTL_HOURS = 6.0
+
+Say = Callable[[str], None]
+
+
+class RunError(Exception):
+    """A run cannot be used as asked; the message says why and what to do."""
+
+
+def new_run_id() -> str:
+    return "r" + dt.datetime.now(dt.timezone.utc).strftime("%m%d") + secrets.token_hex(2)
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID.match(run_id):
+        raise RunError(
+            f"run id {run_id!r} is not usable in AWS names; use 3-16 characters of a-z, 0-9 and '-', "
+            "starting with a letter or digit"
+        )
+    return run_id
+
+
+def default_home(root: Path | None = None) -> Path:
+    env = os.environ.get("IMMUTABLE_INFRA_HOME")
+    return Path(env) if env else (root or Path.cwd()) / ".immutable-infra"
+
+
+def run_tags(group: str, run_id: str, expires_at: str) -> dict[str, str]:
+    """Tags every taggable resource of a run carries (through the provider's default_tags)."""
+    return {"Group": group, "Run": run_id, "ExpiresAt": expires_at}
+
+
+@dataclass
+class GroupRecord:
+    """What happened to one group in a run."""
+
+    name: str
+    status: str = "pending"  # pending, applying, applied, failed, destroying, destroyed, destroy-failed
+    region: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    resources: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    resource_seconds: dict[str, float] = field(default_factory=dict)
+    destroy_resource_seconds: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    teardown: str = ""
+
+
+@dataclass
+class Run:
+    """An ephemeral run and its on-disk store."""
+
+    id: str
+    home: Path
+    groups_dir: str
+    endpoint: str | None
+    created: str
+    expires_at: str
+    groups: dict[str, GroupRecord] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    keep: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    # -- store -----------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.home / "runs" / self.id
+
+    @classmethod
+    def create(cls, home: Path, run_id: str | None, groups_dir: Path, endpoint: str | None,
+               ttl_hours: float = DEFAULT_TTL_HOURS) -> "Run":
+        now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        run = cls(
+            id=check_run_id(run_id) if run_id else new_run_id(),
+            home=home,
+            groups_dir=str(groups_dir),
+            endpoint=endpoint,
+            created=now.isoformat(),
+            expires_at=(now + dt.timedelta(hours=ttl_hours)).isoformat(),
+        )
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.save()
+        return run
+
+    @classmethod
+    def load(cls, home: Path, run_id: str) -> "Run":
+        path = home / "runs" / check_run_id(run_id) / "run.json"
+        if not path.is_file():
+            raise RunError(f"no run {run_id!r} in {home / 'runs'}; `immutable-infra runs` lists the kept runs")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{path} is damaged ({exc}); the group workspaces beside it still hold the states") from None
+        groups = {name: GroupRecord(**rec) for name, rec in raw.pop("groups", {}).items()}
+        return cls(home=home, groups=groups, **raw)
+
+    @classmethod
+    def exists(cls, home: Path, run_id: str) -> bool:
+        return (home / "runs" / run_id / "run.json").is_file()
+
+    @classmethod
+    def all(cls, home: Path) -> list["Run"]:
+        runs = []
+        for path in sorted((home / "runs").glob("*/run.json")):
+            try:
+                runs.append(cls.load(home, path.parent.name))
+            except RunError:
+                continue
+        return runs
+
+    def save(self) -> None:
+        with self._lock:
+            data = {
+                "id": self.id, "groups_dir": self.groups_dir, "endpoint": self.endpoint,
+                "created": self.created, "expires_at": self.expires_at, "keep": self.keep,
+                "order": list(self.order), "groups": {n: asdict(r) for n, r in self.groups.items()},
+            }
+            tmp = self.path / f"run.json.{os.getpid()}.{threading.get_ident()}.tmp"
+            tmp.write_text(json.dumps(data, indent=2, default=str))
+            os.replace(tmp, self.path / "run.json")
+
+    def record(self, name: str) -> GroupRecord:
+        with self._lock:
+            if name not in self.groups:
+                self.groups[name] = GroupRecord(name)
+                self.order.append(name)
+            return self.groups[name]
+
+    def applied(self) -> list[str]:
+        return [n for n in self.order if self.groups[n].status in ("applied", "failed", "destroy-failed", "applying")]
+
+    def resource_count(self) -> int:
+        return sum(len(g.resources) for g in self.groups.values() if g.status == "applied")
+
+    # -- workspaces ------------------------------------------------------------
+
+    def workspace(self, name: str) -> Path:
+        return self.path / "groups" / name
+
+    def prepare(self, group: Group, catalog: Catalog, sandbox: Sandbox, variables: dict[str, Any]) -> Path:
+        """Copy the group's Terraform into its workspace (keeping state) and write the run's files."""
+        ws = self.workspace(group.name)
+        ws.mkdir(parents=True, exist_ok=True)
+        for old in ws.glob("*.tf"):
+            old.unlink()
+        for src in group.path.iterdir():
+            if src.is_file() and (src.suffix in (".tf", ".tpl", ".sh", ".json", ".toml", ".tftpl") or src.name.endswith(".tf.json")):
+                if src.name in (TFVARS_FILE, OVERRIDE_FILE) or src.name.startswith("terraform.tfstate"):
+                    continue
+                shutil.copy2(src, ws / src.name)
+        if catalog.modules_dir.is_dir():
+            target = self.path / "modules"
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(catalog.modules_dir, target)
+        (ws / OVERRIDE_FILE).write_text(
+            provider_override(group, self.id, self.expires_at, sandbox.provider_settings(), provider_aliases(group.path))
+        )
+        tfvars = {"run_id": self.id, "region": group.region, **variables}
+        (ws / TFVARS_FILE).write_text(json.dumps(tfvars, indent=2, sort_keys=True))
+        return ws
+
+
+PROVIDER_BLOCK = re.compile(r'provider\s+"aws"\s*\{')
+ALIAS = re.compile(r'^\s*alias\s*=\s*"([^"]+)"', re.MULTILINE)
+
+
+def provider_aliases(group_dir: Path) -> list[str | None]:
+    """The ``aws`` provider blocks of a group: None for the default, plus each alias."""
+    aliases: list[str | None] = []
+    for tf in sorted(group_dir.glob("*.tf")):
+        text = tf.read_text(encoding="utf-8")
+        for m in PROVIDER_BLOCK.finditer(text):
+            depth, i = 1, m.end()
+            while i < len(text) and depth:
+                depth += {"{": 1, "}": -1}.get(text[i], 0)
+                i += 1
+            body = text[m.end(): i - 1]
+            top = re.sub(r"\{[^{}]*\}", "", body)
+            found = ALIAS.search(top)
+            aliases.append(found.group(1) if found else None)
+    return aliases or [None]
+
+
+def _hcl(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def provider_override(group: Group, run_id: str, expires_at: str, settings: dict[str, Any],
+                      aliases: list[str | None]) -> str:
+    """An override file for each aws provider block: run tags and, in a sandbox, the endpoints."""
+    tags = run_tags(group.name, run_id, expires_at)
+    blocks = [
+        "# Written by immutable-infra for run " + run_id + "; the group's own files stay untouched.",
+    ]
+    for alias in aliases:
+        lines = ['provider "aws" {']
+        if alias:
+            lines.append(f"  alias = {_hcl(alias)}")
+        for key, value in settings.items():
+            if key == "endpoints":
+                lines.append("  endpoints {")
+                lines += [f"    {svc} = {_hcl(url)}" for svc, url in value.items()]
+                lines.append("  }")
+            else:
+                lines.append(f"  {key} = {_hcl(value)}")
+        lines.append("  default_tags {")
+        lines.append("    tags = {")
+        lines += [f"      {k} = {_hcl(v)}" for k, v in tags.items()]
+        lines += ["    }", "  }", "}"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def managed(addresses: list[str]) -> list[str]:
+    """Managed resources only: no data sources."""
+    return [a for a in addresses if not (a.startswith("data.") or ".data." in a)]
+
+
+class Deployer:
+    """Applies and destroys the groups of a run, overlapping groups that do not depend on each other."""
+
+    def __init__(self, run: Run, catalog: Catalog, sandbox: Sandbox, driver: Driver | None = None,
+                 parallelism: int = DEFAULT_PARALLELISM, say: Say | None = None) -> None:
+        self.run = run
+        self.catalog = catalog
+        self.sandbox = sandbox
+        self.driver = driver or EmbeddedDriver()
+        self.parallelism = parallelism
+        self.say = say or (lambda line: None)
+        self._active: dict[str, Terraform] = {}
+        self._say_lock = threading.Lock()
+
+    def terraform(self, name: str) -> Terraform:
+        return Terraform(self.run.workspace(name), self.sandbox.terraform_env(), self.driver,
+                         self.parallelism, log_dir=self.run.workspace(name) / "logs")
+
+    def _progress(self, name: str):
+        def progress(verb: str, done: int, total: int, elapsed: float) -> None:
+            with self._say_lock:
+                self.say(f"[{name}] {verb}: {done}/{total} resources, {elapsed:.0f} s")
+        return progress
+
+    # -- apply -----------------------------------------------------------------
+
+    def up(self, groups: list[Group]) -> None:
+        """Apply groups in dependency order; independent groups at the same time."""
+        self._schedule(groups, self._apply_group, deps=lambda g: [d for d in g.depends_on if d in {x.name for x in groups}])
+
+    def _apply_group(self, group: Group) -> None:
+        rec = self.run.record(group.name)
+        rec.region = group.region
+        if rec.status == "applied":
+            return
+        outputs = {n: r.outputs for n, r in self.run.groups.items() if r.status == "applied"}
+        variables = resolve_inputs(group, outputs)
+        self.run.prepare(group, self.catalog, self.sandbox, variables)
+        tf = self.terraform(group.name)
+        self._active[group.name] = tf
+        rec.status = "applying"  # armed: from here on, teardown destroys this group
+        self.run.save()
+        try:
+            t0 = time.monotonic()
+            tf.init()
+            rec.timings["init"] = round(time.monotonic() - t0, 2)
+            self.say(f"[{group.name}] applying ({group.region})")
+            result = tf.apply(progress=self._progress(group.name))
+            rec.timings["apply"] = round(result.seconds, 2)
+            rec.resource_seconds = {t.address: t.seconds for t in result.timings}
+            # Settle what the provider and the endpoint fill in after create (DESIGN.md: refresh noise).
+            refresh = tf.apply(refresh_only=True)
+            rec.timings["refresh"] = round(refresh.seconds, 2)
+            rec.outputs = tf.output()
+            rec.resources = managed(tf.state_list())
+            rec.status = "applied"
+            rec.error = ""
+        except TerraformError as exc:
+            rec.status = "failed"
+            rec.error = str(exc)
+            self.run.save()
+            self.say(f"[{group.name}] apply failed; destroying what it created")
+            self._destroy_group(group.name)
+            raise
+        finally:
+            self._active.pop(group.name, None)
+            self.run.save()
+        self.say(f"[{group.name}] applied {len(rec.resources)} resources in {rec.timings['apply']:.0f} s")
+
+    # -- destroy ---------------------------------------------------------------
+
+    def down(self, names: list[str] | None = None) -> list[str]:
+        """Destroy groups in reverse dependency order; return the problems (empty when all went)."""
+        names = names if names is not None else list(self.run.order)
+        problems: list[str] = []
+        armed = [n for n in names if n in self.run.groups and self.run.groups[n].status != "destroyed"]
+        dependents: dict[str, list[str]] = {n: [] for n in armed}
+        for n in armed:
+            try:
+                for dep in self.catalog.get(n).depends_on:
+                    if dep in dependents:
+                        dependents[dep].append(n)
+            except CatalogError:
+                pass
+        groups = {n: n for n in armed}
+        if not groups:
+            return problems
+
+        def destroy(name: str) -> None:
+            problem = self._destroy_group(name)
+            if problem:
+                problems.append(problem)
+
+        self._schedule(list(groups), destroy, deps=lambda n: dependents[n], names=lambda n: n, stop_on_error=False)
+        for n in armed:
+            rec = self.run.groups[n]
+            if rec.status not in ("destroyed", "destroy-failed"):
+                rec.teardown = "not destroyed: a group that depends on it failed to destroy"
+                problems.append(
+                    f"[{n}] not destroyed because a group depending on it failed to; its state is kept in "
+                    f"{self.run.workspace(n)}. Finish with: immutable-infra down --run-id {self.run.id}"
+                )
+        self.run.save()
+        return problems
+
+    def _destroy_group(self, name: str) -> str:
+        rec = self.run.record(name)
+        ws = self.run.workspace(name)
+        if not (ws / ".terraform").exists() and not (ws / "terraform.tfstate").exists():
+            rec.status, rec.teardown = "destroyed", "nothing applied"
+            self.run.save()
+            return ""
+        tf = self.terraform(name)
+        rec.status = "destroying"
+        self.run.save()
+        self.say(f"[{name}] destroying")
+        try:
+            if not (ws / ".terraform").exists():
+                tf.init()
+            result = tf.destroy(progress=self._progress(name))
+        except TerraformError as exc:
+            rec.status = "destroy-failed"
+            rec.teardown = f"failed: {exc}"
+            self.run.save()
+            return (
+                f"[{name}] destroy failed; the state is kept in {ws}. Finish with: "
+                f"immutable-infra down --run-id {self.run.id}"
+                + (f" --aws-endpoint {self.run.endpoint}" if self.run.endpoint else "")
+                + f"\n{exc}"
+            )
+        rec.timings["destroy"] = round(result.seconds, 2)
+        rec.destroy_resource_seconds = {t.address: t.seconds for t in result.timings}
+        rec.status, rec.teardown = "destroyed", "destroyed"
+        self.run.save()
+        self.say(f"[{name}] destroyed in {result.seconds:.0f} s")
+        return ""
+
+    # -- scheduling --------------------------------------------------------------
+
+    def _schedule(self, items: list, work: Callable, deps: Callable, names: Callable = lambda g: g.name,
+                  stop_on_error: bool = True) -> None:
+        """Run ``work(item)`` as soon as the items it depends on are done; Ctrl-C stops Terraform gracefully."""
+        pending = {names(i): i for i in items}
+        done: set[str] = set()
+        failed: list[BaseException] = []
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+            try:
+                while pending or running:
+                    if not (failed and stop_on_error):
+                        for name in list(pending):
+                            if all(d in done or d not in {names(i) for i in items} for d in deps(pending[name])):
+                                running[pool.submit(work, pending.pop(name))] = name
+                    if not running:
+                        break
+                    finished, _ = wait(list(running), timeout=1.0, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        name = running.pop(fut)
+                        if fut.exception() is None:
+                            done.add(name)
+                        else:
+                            failed.append(fut.exception())
+            except KeyboardInterrupt:
+                self.say("interrupted: stopping Terraform gracefully, then tearing down")
+                for tf in list(self._active.values()):
+                    tf.interrupt()
+                wait(list(running))
+                raise
+        if failed:
+            raise failed[0]

@@ -1,0 +1,195 @@
+"""The pytest plugin: options, hooks and fixtures that wire the harness, the checks and the reporter.
+
+Loaded through the ``pytest11`` entry point. Everything heavy (the moto
+server, Terraform) starts only when a test asks for an applied group.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Iterator
+
+import pytest
+
+from immutable_infra import settings as settings_mod
+from immutable_infra.catalog import CatalogError
+from immutable_infra.engine import TerraformError
+from immutable_infra.ephemeral import RunError
+from immutable_infra.harness import AppliedGroup, Harness
+from immutable_infra.report import Reporter
+from immutable_infra.sandbox import SandboxError, check_endpoint
+
+SETTINGS = pytest.StashKey[settings_mod.Settings]()
+HARNESS = pytest.StashKey[Harness]()
+REPORTER = pytest.StashKey[Reporter]()
+TEARDOWN = pytest.StashKey[list]()
+
+TOOL_ERRORS = (CatalogError, RunError, SandboxError, TerraformError, FileNotFoundError)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("immutable-infra", "infrastructure groups (immutable-infra)")
+    for name, (help_text, ini_type, default) in settings_mod.OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        env = settings_mod.env_name(name)
+        if ini_type == "bool":
+            group.addoption(flag, action="store_true", default=None, dest=name, help=f"{help_text} [env {env}]")
+        elif name == "group":
+            group.addoption(flag, action="append", default=[], dest=name, metavar="NAME", help=f"{help_text} [env {env}]")
+        else:
+            group.addoption(flag, action="store", default=None, dest=name, metavar=name.split("_")[-1].upper(),
+                            help=f"{help_text} [env {env}]")
+        parser.addini(settings_mod.ini_name(name), help_text, type=ini_type if ini_type != "bool" else "bool",
+                      default=default if ini_type != "string" else None)
+    parser.addini("immutable_infra_home", "where runs and their states live (default: .immutable-infra)", default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "infra_destructive: the test destroys or changes infrastructure (skipped in audits)")
+    try:
+        s = settings_mod.from_pytest_config(config)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    problems = settings_mod.usage_problems(s)
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
+    config.stash[SETTINGS] = s
+    config.stash[TEARDOWN] = []
+    if s.groups:
+        try:
+            harness = Harness(s, say=_sayer(config))
+            harness.catalog.closure(s.groups)  # unknown group, cycle, malformed config: fail now
+            if s.aws_endpoint:
+                check_endpoint(s.aws_endpoint)
+        except (CatalogError, SandboxError) as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.stash[HARNESS] = harness
+    if not hasattr(config, "workerinput"):
+        config.stash[REPORTER] = Reporter(s.reports_dir)
+
+
+def _sayer(config: pytest.Config):
+    lock = threading.Lock()
+
+    def say(line: str) -> None:
+        tr = config.pluginmanager.get_plugin("terminalreporter")
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        with lock:
+            if tr is None:
+                print(line, flush=True)
+                return
+            if capman is not None:
+                with capman.global_and_fixture_disabled():
+                    tr.ensure_newline()
+                    tr.write_line(line, cyan=True)
+            else:
+                tr.ensure_newline()
+                tr.write_line(line, cyan=True)
+
+    return say
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "group_name" not in metafunc.fixturenames:
+        return
+    s = metafunc.config.stash[SETTINGS]
+    if not s.groups:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid} tests a group: name it, e.g. pytest suites/ --group prd-sg-slave"
+        )
+    metafunc.parametrize("group_name", s.groups, scope="session")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    reporter = item.config.stash.get(REPORTER, None)
+    group = getattr(item, "callspec", None) and item.callspec.params.get("group_name")
+    if reporter is not None and group:
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            outcome = report.outcome if report.when == "call" else ("skipped" if report.skipped else "error")
+            reporter.outcome(group, outcome)
+    return report
+
+
+@pytest.fixture(scope="session")
+def infra(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """The session's harness: sandbox, run, deployer. Tears down what the session applied."""
+    config = request.config
+    harness = config.stash.get(HARNESS, None)
+    if harness is None:
+        pytest.fail("no group selected: pass --group NAME", pytrace=False)
+    try:
+        yield harness
+    finally:
+        keep = config.stash[SETTINGS].keep
+        config.stash[TEARDOWN].extend(harness.teardown(keep=keep))
+
+
+@pytest.fixture(scope="session")
+def applied_group(infra: Harness, group_name: str) -> AppliedGroup:
+    """The group applied in the ephemeral run (with the groups it depends on)."""
+    __tracebackhide__ = True
+    try:
+        return infra.applied(group_name)
+    except TOOL_ERRORS as exc:
+        pytest.fail(f"cannot apply group {group_name}: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def infra_report(request: pytest.FixtureRequest) -> Reporter:
+    """Where suites record findings and tables for reports/."""
+    reporter = request.config.stash.get(REPORTER, None)
+    return reporter if reporter is not None else Reporter(request.config.stash[SETTINGS].reports_dir)
+
+
+@pytest.fixture
+def ec2(applied_group: AppliedGroup) -> Any:
+    """A boto3 EC2 client for the group's region and endpoint."""
+    return applied_group.client("ec2")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    reporter = config.stash.get(REPORTER, None)
+    harness = config.stash.get(HARNESS, None)
+    if reporter is None or harness is None or harness._run is None:
+        return
+    s = config.stash[SETTINGS]
+    kind = "embedded" if s.embedded else "aws" if s.real_aws else s.aws_endpoint
+    summary = reporter.summary(harness._run, int(exitstatus), config.stash[TEARDOWN], endpoint=kind)
+    reporter.write(summary)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    harness = config.stash.get(HARNESS, None)
+    reporter = config.stash.get(REPORTER, None)
+    if harness is None or harness._run is None:
+        return
+    tr = terminalreporter
+    run = harness._run
+    tr.section("immutable-infra")
+    tr.write_line(f"run {run.id}  endpoint {run.endpoint or 'real AWS'}")
+    tr.write_line(f"{'group':<16} {'status':<12} {'resources':>9} {'apply s':>8} {'destroy s':>9}  findings")
+    for name in run.order:
+        rec = run.groups[name]
+        nfind = 0
+        if reporter is not None:
+            nfind = sum(len(c.findings) for c in reporter.checks.get(name, {}).values())
+        t = rec.timings
+        tr.write_line(
+            f"{name:<16} {rec.status:<12} {len(rec.resources):>9} {_s(t.get('apply')):>8} {_s(t.get('destroy')):>9}  {nfind}"
+        )
+    for problem in config.stash[TEARDOWN]:
+        tr.write_line(problem, red=True)
+    if run.keep:
+        endpoint = f" --aws-endpoint {run.endpoint}" if run.endpoint else ""
+        tr.write_line(f"run {run.id} is kept; destroy it with: immutable-infra down --run-id {run.id}{endpoint}", yellow=True)
+    if reporter is not None and reporter.written:
+        tr.write_line("reports: " + ", ".join(os.path.relpath(p) for p in reporter.written))
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"

@@ -1,0 +1,167 @@
+"""Reports: ``summary.json`` and ``summary.md`` for the latest session, a copy per run.
+
+The format grows by sections: every group entry has ``resources``,
+``timings`` and ``teardown`` from the run, ``tests`` from pytest, and a
+``checks`` map where each check (drift, mutation, roles, reachability,
+parity, rebuild, ...) records its verdict, its findings and any table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from immutable_infra.ephemeral import Run
+from immutable_infra.findings import Finding
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CheckRecord:
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Reporter:
+    """Collects what a session learned and writes it to the reports folder."""
+
+    def __init__(self, reports_dir: Path) -> None:
+        self.reports_dir = Path(reports_dir)
+        self.started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        self.tests: dict[str, dict[str, int]] = {}
+        self.checks: dict[str, dict[str, CheckRecord]] = {}
+        self.written: list[Path] = []
+
+    # -- collecting --------------------------------------------------------------
+
+    def check(self, group: str, check: str) -> CheckRecord:
+        return self.checks.setdefault(group, {}).setdefault(check, CheckRecord())
+
+    def findings(self, group: str, check: str, findings: list[Finding]) -> None:
+        rec = self.check(group, check)
+        rec.findings.extend(f.to_dict() for f in findings)
+
+    def table(self, group: str, check: str, name: str, rows: list[dict[str, Any]]) -> None:
+        self.check(group, check).tables[name] = rows
+
+    def fact(self, group: str, check: str, **facts: Any) -> None:
+        self.check(group, check).facts.update(facts)
+
+    def outcome(self, group: str, outcome: str) -> None:
+        counts = self.tests.setdefault(group, {"passed": 0, "failed": 0, "error": 0, "skipped": 0})
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+    # -- writing -----------------------------------------------------------------
+
+    def summary(self, run: Run | None, exit_status: int, teardown_problems: list[str],
+                endpoint: str | None = None) -> dict[str, Any]:
+        groups: dict[str, Any] = {}
+        names = list(run.order) if run else []
+        names += [g for g in list(self.checks) + list(self.tests) if g not in names]
+        for name in names:
+            rec = run.groups.get(name) if run else None
+            entry: dict[str, Any] = {}
+            if rec is not None:
+                entry.update(
+                    region=rec.region,
+                    status=rec.status,
+                    resource_count=len(rec.resources),
+                    resources=rec.resources,
+                    timings=rec.timings,
+                    resource_seconds=rec.resource_seconds,
+                    destroy_resource_seconds=rec.destroy_resource_seconds,
+                    teardown=rec.teardown or ("kept" if run and run.keep else "not destroyed by this session"),
+                    error=rec.error,
+                )
+            entry["tests"] = self.tests.get(name, {})
+            entry["checks"] = {
+                check: {
+                    "verdict": "fail" if c.findings else "pass",
+                    "findings": c.findings,
+                    "tables": c.tables,
+                    **({"facts": c.facts} if c.facts else {}),
+                }
+                for check, c in self.checks.get(name, {}).items()
+            }
+            groups[name] = entry
+        return {
+            "format": FORMAT_VERSION,
+            "run_id": run.id if run else None,
+            "started": self.started.isoformat(),
+            "finished": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "endpoint": endpoint,
+            "exit_status": exit_status,
+            "kept": bool(run and run.keep),
+            "teardown_problems": teardown_problems,
+            "groups": groups,
+        }
+
+    def write(self, summary: dict[str, Any]) -> list[Path]:
+        self.reports_dir.mkdir(parents=True, exist_ok=True)
+        paths = [self._write_json(self.reports_dir / "summary.json", summary)]
+        md = self.reports_dir / "summary.md"
+        md.write_text(render_markdown(summary), encoding="utf-8")
+        paths.append(md)
+        if summary.get("run_id"):
+            run_dir = self.reports_dir / "runs" / summary["run_id"]
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(paths[0], run_dir / "summary.json")
+            shutil.copyfile(md, run_dir / "summary.md")
+        self.written = paths
+        return paths
+
+    @staticmethod
+    def _write_json(path: Path, data: dict[str, Any]) -> Path:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    """A human summary that reads well in a Jenkins artifact view."""
+    lines = [f"# Infrastructure verification: run {summary.get('run_id') or '-'}", ""]
+    lines.append(f"Started {summary['started']}, finished {summary['finished']}; pytest exit status {summary['exit_status']}.")
+    if summary.get("kept"):
+        lines.append(f"The run is kept deployed: destroy it with `immutable-infra down --run-id {summary['run_id']}`.")
+    lines.append("")
+    lines.append("| group | status | resources | init s | apply s | destroy s | tests passed | failed | findings |")
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, g in summary["groups"].items():
+        t = g.get("timings", {})
+        tests = g.get("tests", {})
+        nfind = sum(len(c["findings"]) for c in g.get("checks", {}).values())
+        lines.append(
+            f"| {name} | {g.get('status', '-')} | {g.get('resource_count', '-')} | {_s(t.get('init'))} | "
+            f"{_s(t.get('apply'))} | {_s(t.get('destroy'))} | {tests.get('passed', 0)} | "
+            f"{tests.get('failed', 0) + tests.get('error', 0)} | {nfind} |"
+        )
+    for name, g in summary["groups"].items():
+        slow = sorted(g.get("resource_seconds", {}).items(), key=lambda kv: -kv[1])[:5]
+        findings = [f for c in g.get("checks", {}).values() for f in c["findings"]]
+        if not (slow or findings or g.get("error")):
+            continue
+        lines += ["", f"## {name}", ""]
+        if g.get("error"):
+            lines += ["Apply error:", "", "```", g["error"], "```", ""]
+        if slow:
+            lines.append("Slowest resources to create: " + ", ".join(f"`{a}` {s:.0f} s" for a, s in slow) + ".")
+        if findings:
+            lines += ["", "| check | resource | AWS id | expected | found |", "| --- | --- | --- | --- | --- |"]
+            for f in findings:
+                lines.append(f"| {f['check']} | `{f['address']}` | {f['aws_id']} | {f['expected']} | {f['found']} |")
+        lines.append(f"Teardown: {g.get('teardown', '-')}.")
+    if summary.get("teardown_problems"):
+        lines += ["", "## Teardown problems", ""] + [f"- {p}" for p in summary["teardown_problems"]]
+    return "\n".join(lines) + "\n"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"

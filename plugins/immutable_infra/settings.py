@@ -1,0 +1,115 @@
+"""Settings: every option from the command line, an environment variable or an ini key, in that order."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from immutable_infra.engine import DEFAULT_PARALLELISM
+
+ENV_PREFIX = "IMMUTABLE_INFRA_"
+INI_PREFIX = "immutable_infra_"
+
+#: name -> (help, ini type, default). The command-line flag is --name with dashes.
+OPTIONS: dict[str, tuple[str, str, Any]] = {
+    "group": ("apply this group (and the groups it takes inputs from) and test it; repeatable", "args", []),
+    "groups_dir": ("folder of groups (default: fixtures/groups)", "string", "fixtures/groups"),
+    "aws_endpoint": ("use this running AWS-compatible endpoint instead of the embedded moto server", "string", ""),
+    "real_aws": ("use real AWS (credentials from the usual AWS environment; provider from the registry)", "bool", False),
+    "run_id": ("use this run id; reuse the run if it exists (nothing new is applied or destroyed)", "string", ""),
+    "keep": ("leave the run deployed at the end; prints its id and how to destroy it", "bool", False),
+    "terraform": ("drive this terraform or tofu binary instead of the embedded Terraform", "string", ""),
+    "reports_dir": ("where reports go (default: reports)", "string", "reports"),
+    "parallelism": (f"Terraform -parallelism (default: {DEFAULT_PARALLELISM})", "string", str(DEFAULT_PARALLELISM)),
+}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def ini_name(name: str) -> str:
+    return INI_PREFIX + name
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class Settings:
+    groups: list[str] = field(default_factory=list)
+    groups_dir: Path = Path("fixtures/groups")
+    aws_endpoint: str | None = None
+    real_aws: bool = False
+    run_id: str | None = None
+    keep: bool = False
+    terraform: str | None = None
+    reports_dir: Path = Path("reports")
+    parallelism: int = DEFAULT_PARALLELISM
+    home: Path = Path(".immutable-infra")
+
+    @property
+    def embedded(self) -> bool:
+        return not self.aws_endpoint and not self.real_aws
+
+
+def from_pytest_config(config: Any) -> Settings:
+    """Resolve settings: command line, then IMMUTABLE_INFRA_* environment, then pytest.ini."""
+    root = Path(str(config.rootpath))
+
+    def get(name: str) -> Any:
+        value = config.getoption(name)
+        if value not in (None, [], False, ""):
+            return value
+        env = os.environ.get(env_name(name))
+        if env:
+            return [g for g in env.replace(",", " ").split() if g] if name == "group" else env
+        ini = config.getini(ini_name(name))
+        if ini not in (None, [], ""):
+            return ini
+        return OPTIONS[name][2]
+
+    def path(value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else root / p
+
+    try:
+        parallelism = int(get("parallelism"))
+    except ValueError:
+        raise ValueError(f"parallelism must be a whole number, not {get('parallelism')!r}") from None
+    from immutable_infra.ephemeral import default_home
+
+    return Settings(
+        groups=list(dict.fromkeys(get("group"))),
+        groups_dir=path(get("groups_dir")),
+        aws_endpoint=get("aws_endpoint") or None,
+        real_aws=_truthy(get("real_aws")),
+        run_id=get("run_id") or None,
+        keep=_truthy(get("keep")),
+        terraform=get("terraform") or None,
+        reports_dir=path(get("reports_dir")),
+        parallelism=parallelism,
+        home=default_home(root),
+    )
+
+
+def usage_problems(s: Settings) -> list[str]:
+    """Option combinations that cannot work, each with its fix."""
+    problems = []
+    if s.aws_endpoint and s.real_aws:
+        problems.append("--aws-endpoint and --real-aws exclude each other; drop one")
+    if s.aws_endpoint and not s.aws_endpoint.startswith(("http://", "https://")):
+        problems.append(f"--aws-endpoint {s.aws_endpoint}: give a URL such as http://127.0.0.1:5000")
+    if s.keep and s.embedded:
+        problems.append(
+            "--keep needs an endpoint that outlives the session: the embedded moto server stops with it; "
+            "start one with `immutable-infra sandbox` and pass --aws-endpoint URL"
+        )
+    if s.parallelism < 1:
+        problems.append("--parallelism must be at least 1")
+    return problems
