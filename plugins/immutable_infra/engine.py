@@ -285,7 +285,10 @@ class Terraform:
                 continue
             diag = event.get("diagnostic")
             if event.get("@level") == "error" and diag:
-                where = diag.get("address") or (diag.get("range") or {}).get("filename", "")
+                rng = diag.get("range") or {}
+                where = diag.get("address") or (
+                    f"{rng['filename']}:{rng.get('start', {}).get('line', '?')}" if rng.get("filename") else ""
+                )
                 text = f"Error: {diag.get('summary', '')}"
                 if where:
                     text += f" ({where})"
@@ -302,7 +305,7 @@ class Terraform:
     # -- verbs -----------------------------------------------------------------
 
     def init(self) -> CommandResult:
-        return self.run(["init", "-input=false", "-no-color", "-backend=true"])
+        return self.run(["init", "-input=false", "-no-color", "-json"])
 
     def validate(self) -> CommandResult:
         return self.run(["validate", "-json", "-no-color"])

@@ -26,7 +26,7 @@ from immutable_infra.catalog import Catalog, CatalogError, Group, resolve_inputs
 from immutable_infra.engine import DEFAULT_PARALLELISM, Driver, EmbeddedDriver, Terraform, TerraformError
 from immutable_infra.sandbox import Sandbox
 
-RUN_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,15}$")
+RUN_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 OVERRIDE_FILE = "immutable_infra_override.tf"
 TFVARS_FILE = "immutable_infra.auto.tfvars.json"
 DEFAULT_TTL_HOURS = 6.0
@@ -45,7 +45,7 @@ def new_run_id() -> str:
 def check_run_id(run_id: str) -> str:
     if not RUN_ID.match(run_id):
         raise RunError(
-            f"run id {run_id!r} is not usable in AWS names; use 3-16 characters of a-z, 0-9 and '-', "
+            f"run id {run_id!r} is not usable in AWS names; use 1-16 characters of lowercase a-z, 0-9 and '-', "
             "starting with a letter or digit"
         )
     return run_id
@@ -271,7 +271,10 @@ class Deployer:
     def _progress(self, name: str):
         def progress(verb: str, done: int, total: int, elapsed: float) -> None:
             with self._say_lock:
-                self.say(f"[{name}] {verb}: {done}/{total} resources, {elapsed:.0f} s")
+                if total == 0:
+                    self.say(f"[{name}] {verb}: planning, {elapsed:.0f} s")
+                else:
+                    self.say(f"[{name}] {verb}: {done}/{total} resources, {elapsed:.0f} s")
         return progress
 
     # -- apply -----------------------------------------------------------------

@@ -134,7 +134,8 @@ def applied_group(infra: Harness, group_name: str) -> AppliedGroup:
     try:
         return infra.applied(group_name)
     except TOOL_ERRORS as exc:
-        pytest.fail(f"cannot apply group {group_name}: {exc}", pytrace=False)
+        where = infra.settings.groups_dir / group_name
+        pytest.fail(f"cannot apply group {group_name} ({where}): {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -110,6 +110,13 @@ def usage_problems(s: Settings) -> list[str]:
             "--keep needs an endpoint that outlives the session: the embedded moto server stops with it; "
             "start one with `immutable-infra sandbox` and pass --aws-endpoint URL"
         )
+    if s.run_id:
+        from immutable_infra.ephemeral import RUN_ID
+
+        if not RUN_ID.match(s.run_id):
+            problems.append(
+                f"--run-id {s.run_id}: use 1-16 characters of lowercase a-z, 0-9 and '-' (it goes into AWS names)"
+            )
     if s.parallelism < 1:
         problems.append("--parallelism must be at least 1")
     return problems

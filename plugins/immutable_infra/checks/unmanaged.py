@@ -1,0 +1,208 @@
+"""Unmanaged: resources in a group's VPCs (or tagged with its group) that Terraform does not know.
+
+Input is plain data: the managed resources of the group's state and the
+lists of ``describe_*`` calls (boto3 shapes) under the keys ``instances``,
+``security_groups``, ``subnets``, ``route_tables``, ``network_interfaces``,
+``internet_gateways``, ``nat_gateways``, ``vpc_peering_connections`` (and
+``network_acls`` when given). AWS-created defaults are not findings: the
+VPC's main route table and its association, the default security group and
+network ACL, the local route, and network interfaces AWS creates for
+instances, NAT gateways and load balancers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from immutable_infra.findings import Finding
+from immutable_infra.plan import StateResource
+
+CHECK = "unmanaged"
+
+#: Interface types AWS creates and owns for a service.
+SERVICE_INTERFACE_TYPES = frozenset({
+    "nat_gateway", "network_load_balancer", "gateway_load_balancer", "gateway_load_balancer_endpoint",
+    "vpc_endpoint", "load_balancer", "lambda", "transit_gateway", "efs", "api_gateway_managed",
+})
+
+#: State attributes that hold ids of objects a resource owns (ENIs, associations, defaults).
+_OWNED_ID_ATTRIBUTES = (
+    "primary_network_interface_id", "network_interface_id", "main_route_table_id",
+    "default_security_group_id", "default_network_acl_id", "default_route_table_id",
+)
+
+_ROUTE_DESTINATIONS = (
+    ("DestinationCidrBlock", "destination_cidr_block", "cidr_block"),
+    ("DestinationIpv6CidrBlock", "destination_ipv6_cidr_block", "ipv6_cidr_block"),
+    ("DestinationPrefixListId", "destination_prefix_list_id", "destination_prefix_list_id"),
+)
+
+
+def _tags(item: Mapping[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in item.get("Tags") or () if "Key" in t}
+
+
+def _vpcs_of(kind: str, item: Mapping[str, Any]) -> set[str]:
+    if kind == "internet_gateways":
+        return {a.get("VpcId") for a in item.get("Attachments") or () if a.get("VpcId")}
+    if kind == "vpc_peering_connections":
+        return {
+            (item.get(side) or {}).get("VpcId")
+            for side in ("RequesterVpcInfo", "AccepterVpcInfo")
+            if (item.get(side) or {}).get("VpcId")
+        }
+    return {item["VpcId"]} if item.get("VpcId") else set()
+
+
+_ID_KEYS = {
+    "instances": ("InstanceId", "instance"),
+    "security_groups": ("GroupId", "security group"),
+    "subnets": ("SubnetId", "subnet"),
+    "route_tables": ("RouteTableId", "route table"),
+    "network_interfaces": ("NetworkInterfaceId", "network interface"),
+    "internet_gateways": ("InternetGatewayId", "internet gateway"),
+    "nat_gateways": ("NatGatewayId", "NAT gateway"),
+    "vpc_peering_connections": ("VpcPeeringConnectionId", "VPC peering connection"),
+    "network_acls": ("NetworkAclId", "network ACL"),
+}
+
+
+_LABELS = {"routes": "route", "route_table_associations": "route table association"}
+
+
+def _gone(kind: str, item: Mapping[str, Any]) -> bool:
+    if kind == "instances":
+        return (item.get("State") or {}).get("Name") in ("terminated", "shutting-down")
+    if kind == "nat_gateways":
+        return item.get("State") in ("deleted", "deleting", "failed")
+    if kind == "vpc_peering_connections":
+        return (item.get("Status") or {}).get("Code") in ("deleted", "rejected", "failed", "expired")
+    return False
+
+
+def _aws_default(kind: str, item: Mapping[str, Any], instance_ids: set[str]) -> bool:
+    if kind == "route_tables":
+        return any(a.get("Main") for a in item.get("Associations") or ())
+    if kind == "security_groups":
+        return item.get("GroupName") == "default"
+    if kind == "network_acls":
+        return bool(item.get("IsDefault"))
+    if kind == "network_interfaces":
+        attachment = item.get("Attachment") or {}
+        if item.get("RequesterManaged") or item.get("InterfaceType") in SERVICE_INTERFACE_TYPES:
+            return True
+        if attachment.get("InstanceOwnerId") in ("amazon-elb", "amazon-aws"):
+            return True
+        # An instance's primary interface comes and goes with the instance, which
+        # is reported (or not) on its own.
+        return attachment.get("DeviceIndex") == 0 and attachment.get("InstanceId") in instance_ids
+    return False
+
+
+def _finding(group: str, kind: str, aws_id: str, where: str, detail: dict[str, Any]) -> Finding:
+    label = _ID_KEYS[kind][1] if kind in _ID_KEYS else _LABELS.get(kind, kind)
+    return Finding(
+        check=CHECK,
+        group=group,
+        address="",
+        aws_id=aws_id,
+        expected="every resource in the group's VPCs managed by its Terraform",
+        found=f"unmanaged {label} {aws_id} in {where}",
+        detail={"type": kind, "id": aws_id, "where": where, **detail},
+    )
+
+
+def _declared_routes(state: Sequence[StateResource], table_id: str) -> list[Mapping[str, Any]]:
+    declared: list[Mapping[str, Any]] = []
+    for res in state:
+        if res.type == "aws_route" and res.values.get("route_table_id") == table_id:
+            declared.append({name: res.values.get(name) or "" for _, name, _ in _ROUTE_DESTINATIONS})
+        elif res.type in ("aws_route_table", "aws_default_route_table") and res.aws_id == table_id:
+            for inline in res.values.get("route") or ():
+                declared.append({name: inline.get(key) or "" for _, name, key in _ROUTE_DESTINATIONS})
+    return declared
+
+
+def _unmanaged_routes(group: str, table: Mapping[str, Any], state: Sequence[StateResource]) -> list[Finding]:
+    table_id = table.get("RouteTableId", "")
+    declared = _declared_routes(state, table_id)
+    findings = []
+    for route in table.get("Routes") or ():
+        if route.get("GatewayId") == "local" or route.get("Origin") == "CreateRouteTable":
+            continue
+        wanted = {name: route.get(aws_key) or "" for aws_key, name, _ in _ROUTE_DESTINATIONS}
+        if wanted in declared:
+            continue
+        destination = next((v for v in wanted.values() if v), "?")
+        target = next(
+            (route[k] for k in ("GatewayId", "NatGatewayId", "InstanceId", "NetworkInterfaceId",
+                                "VpcPeeringConnectionId", "TransitGatewayId") if route.get(k)),
+            "?",
+        )
+        findings.append(
+            _finding(group, "routes", f"{table_id}:{destination}", f"route table {table_id}",
+                     {"route_table_id": table_id, "destination": destination, "target": target})
+        )
+    return findings
+
+
+def find_unmanaged(
+    group: str,
+    state_resources: Iterable[StateResource],
+    described: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> list[Finding]:
+    """Resources in the group's VPCs, or tagged ``Group=<group>``, whose id is not in the state.
+
+    Also: routes of managed route tables declared by no ``aws_route`` and no
+    inline route in the state (local routes skipped), and non-main subnet
+    associations of managed route tables that no ``aws_route_table_association`` declares.
+    """
+    state = list(state_resources)
+    managed_ids: set[str] = set()
+    for res in state:
+        if res.aws_id:
+            managed_ids.add(res.aws_id)
+        for attribute in _OWNED_ID_ATTRIBUTES:
+            value = res.values.get(attribute)
+            if isinstance(value, str) and value:
+                managed_ids.add(value)
+    vpcs = {r.aws_id for r in state if r.type == "aws_vpc" and r.aws_id}
+    instance_ids = {i.get("InstanceId") for i in described.get("instances") or ()}
+
+    findings: list[Finding] = []
+    for kind, (id_key, _label) in _ID_KEYS.items():
+        for item in described.get(kind) or ():
+            aws_id = item.get(id_key, "")
+            in_vpcs = _vpcs_of(kind, item) & vpcs
+            tagged = _tags(item).get("Group") == group
+            if not (in_vpcs or tagged) or _gone(kind, item):
+                continue
+            if aws_id in managed_ids:
+                if kind == "route_tables":
+                    findings += _unmanaged_routes(group, item, state)
+                    findings += _unmanaged_associations(group, item, managed_ids)
+                continue
+            if _aws_default(kind, item, instance_ids):
+                continue
+            where = f"VPC {', '.join(sorted(in_vpcs))}" if in_vpcs else f"tagged Group={group}"
+            extra = {"name": _tags(item).get("Name", "")}
+            if kind == "instances":
+                extra["role"] = _tags(item).get("Role", "")
+            findings.append(_finding(group, kind, aws_id, where, extra))
+    return findings
+
+
+def _unmanaged_associations(group: str, table: Mapping[str, Any], managed_ids: set[str]) -> list[Finding]:
+    findings = []
+    for assoc in table.get("Associations") or ():
+        if assoc.get("Main") or (assoc.get("AssociationState") or {}).get("State") == "disassociated":
+            continue
+        assoc_id = assoc.get("RouteTableAssociationId", "")
+        if assoc_id and assoc_id not in managed_ids:
+            target = assoc.get("SubnetId") or assoc.get("GatewayId") or "?"
+            findings.append(
+                _finding(group, "route_table_associations", assoc_id, f"route table {table.get('RouteTableId')}",
+                         {"route_table_id": table.get("RouteTableId"), "target": target})
+            )
+    return findings

@@ -1,0 +1,32 @@
+"""Fixtures for the project's own tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from immutable_infra.sandbox import MotoServer
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+TEST_GROUPS = TESTS / "groups"
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A moto server on 127.0.0.1 started for these tests, as `immutable-infra sandbox` would."""
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def groups_copy(tmp_path: Path) -> Path:
+    """A writable copy of the test groups (tests/groups), for tests that break one."""
+    target = tmp_path / "groups"
+    shutil.copytree(TEST_GROUPS, target)
+    return target
