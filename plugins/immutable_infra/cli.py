@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CatalogError, RunError, SandboxError, TerraformError, FileNotFoundError) as exc:
+    except (CatalogError, RunError, SandboxError, TerraformError, FileNotFoundError, ValueError) as exc:
         _say(f"immutable-infra {args.command}: {exc}")
         return 2
     except KeyboardInterrupt:

@@ -381,14 +381,14 @@ class _ApplyTracker:
             action = (event.get("change") or {}).get("action")
             if action not in (None, "noop", "read"):
                 self.total += 1
-        elif kind == "apply_complete":
+        elif kind == "apply_complete" and event.get("hook", {}).get("action") != "read":
             hook = event.get("hook", {})
             addr = hook.get("resource", {}).get("addr", "")
             self.timings.append(ResourceTiming(addr, hook.get("action", ""), float(hook.get("elapsed_seconds", 0))))
             self.events.append(event)
             self.done += 1
             self._report()
-        elif kind in ("apply_start", "apply_errored"):
+        elif kind in ("apply_start", "apply_errored") and event.get("hook", {}).get("action") != "read":
             self.events.append(event)
         elif kind == "change_summary":
             self.summary = event.get("changes", {})

@@ -73,6 +73,7 @@ class GroupRecord:
     timings: dict[str, float] = field(default_factory=dict)
     resource_seconds: dict[str, float] = field(default_factory=dict)
     destroy_resource_seconds: dict[str, float] = field(default_factory=dict)
+    fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str = ""
     teardown: str = ""
 
@@ -308,6 +309,10 @@ class Deployer:
             rec.timings["refresh"] = round(refresh.seconds, 2)
             rec.outputs = tf.output()
             rec.resources = managed(tf.state_list())
+            # What defines each instance, read live right after apply (the live mutation check's baseline).
+            from immutable_infra.live import fingerprints
+
+            rec.fingerprints = fingerprints(self.sandbox.client("ec2", group.region), tf.state())
             rec.status = "applied"
             rec.error = ""
         except TerraformError as exc:

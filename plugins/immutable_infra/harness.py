@@ -26,6 +26,7 @@ class AppliedGroup:
     run: Run
     sandbox: Sandbox
     terraform: Terraform
+    harness: "Harness | None" = field(default=None, repr=False)
     _state: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -74,6 +75,7 @@ class Harness:
         self.reused: list[str] = []
         self._sandbox: Sandbox | None = None
         self._run: Run | None = None
+        self._images_registered = False
 
     @cached_property
     def driver(self) -> Driver:
@@ -109,12 +111,33 @@ class Harness:
         return self._run
 
     @cached_property
+    def base_catalog(self) -> Catalog:
+        """The catalog that gets applied: the working tree, or with --base-ref the groups as they were at REF."""
+        if not self.settings.base_ref:
+            return self.catalog
+        from immutable_infra.gitref import export_groups
+
+        groups_dir = export_groups(self.settings.groups_dir, self.settings.base_ref, self.run.path / "base")
+        return Catalog(groups_dir)
+
+    @cached_property
     def deployer(self) -> Deployer:
-        return Deployer(self.run, self.catalog, self.sandbox, self.driver, self.settings.parallelism, self.say)
+        return Deployer(self.run, self.base_catalog, self.sandbox, self.driver, self.settings.parallelism, self.say)
+
+    def plan_working_tree(self, name: str) -> dict[str, Any]:
+        """Merge gate: plan the working tree's version of a group against what the base version applied."""
+        from immutable_infra.catalog import resolve_inputs
+
+        group = self.catalog.get(name)
+        outputs = {n: r.outputs for n, r in self.run.groups.items() if r.status == "applied"}
+        self.run.prepare(group, self.catalog, self.sandbox, resolve_inputs(group, outputs))
+        tf = self.deployer.terraform(name)
+        tf.init()
+        return tf.plan(out="gate.tfplan")
 
     def up(self, names: list[str]) -> list[Group]:
         """Apply the named groups and what they depend on; reuse what the run already has."""
-        groups = self.catalog.closure(names)
+        groups = self.base_catalog.closure(names)
         todo = []
         for g in groups:
             rec = self.run.groups.get(g.name)
@@ -124,14 +147,36 @@ class Harness:
                     self.say(f"[{g.name}] reusing run {self.run.id} ({len(rec.resources)} resources)")
             else:
                 todo.append(g)
+        if todo and self.settings.audit:
+            raise RunError(
+                f"--audit never applies, but run {self.run.id} has no applied "
+                + ", ".join(g.name for g in todo)
+                + f"; bring it up first: immutable-infra up {' '.join(g.name for g in todo)} --run-id {self.run.id}"
+            )
         self.applied_here += [g.name for g in todo]
         if todo:
+            self.register_images()
             self.deployer.up(todo)
         return groups
 
+    @property
+    def images_dir(self) -> Path:
+        return self.catalog.groups_dir.parent / "images"
+
+    def register_images(self) -> None:
+        """Register the Packer-built AMIs of fixtures/images in a sandbox (real AWS already has them)."""
+        if self._images_registered or not self.sandbox.is_local or not self.images_dir.is_dir():
+            return
+        from immutable_infra.images import load_catalog, register_images
+
+        catalog = load_catalog(self.images_dir)
+        mapping = register_images(lambda region: self.sandbox.client("ec2", region), catalog)
+        self._images_registered = True
+        self.say(f"registered {len(mapping)} Packer-built AMIs from {self.images_dir} in the sandbox")
+
     def applied(self, name: str) -> AppliedGroup:
         self.up([name])
-        return AppliedGroup(self.catalog.get(name), self.run, self.sandbox, self.deployer.terraform(name))
+        return AppliedGroup(self.catalog.get(name), self.run, self.sandbox, self.deployer.terraform(name), harness=self)
 
     def teardown(self, keep: bool = False) -> list[str]:
         """Destroy what this session applied (unless kept); stop the sandbox. Returns problems."""

@@ -25,7 +25,11 @@ HARNESS = pytest.StashKey[Harness]()
 REPORTER = pytest.StashKey[Reporter]()
 TEARDOWN = pytest.StashKey[list]()
 
-TOOL_ERRORS = (CatalogError, RunError, SandboxError, TerraformError, FileNotFoundError)
+from immutable_infra.gitref import GitRefError
+from immutable_infra.images import ImageManifestError, ImageRegistrationError
+
+TOOL_ERRORS = (CatalogError, RunError, SandboxError, TerraformError, FileNotFoundError, GitRefError,
+               ImageManifestError, ImageRegistrationError)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,6 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "infra_destructive: the test destroys or changes infrastructure (skipped in audits)")
+    config.addinivalue_line("markers", "infra_audit_only: the test runs only with --audit")
     try:
         s = settings_mod.from_pytest_config(config)
     except ValueError as exc:
@@ -149,6 +154,65 @@ def infra_report(request: pytest.FixtureRequest) -> Reporter:
 def ec2(applied_group: AppliedGroup) -> Any:
     """A boto3 EC2 client for the group's region and endpoint."""
     return applied_group.client("ec2")
+
+
+@pytest.fixture
+def live_group(applied_group: AppliedGroup) -> dict[str, Any]:
+    """A fresh describe_* snapshot of the group's VPCs (and instances tagged with its group)."""
+    from immutable_infra.live import describe_group, group_vpc_ids
+
+    return describe_group(applied_group.client("ec2"), group_vpc_ids(applied_group.outputs), applied_group.name)
+
+
+@pytest.fixture
+def run_snapshot(infra: Harness, applied_group: AppliedGroup) -> dict[str, Any]:
+    """A fresh snapshot over every group applied in the run, all regions, with AWS id -> address."""
+    from immutable_infra.live import addresses_from_state, group_vpc_ids, run_snapshot as take
+
+    pairs, addresses = [], {}
+    for name in infra.run.order:
+        rec = infra.run.groups[name]
+        if rec.status != "applied":
+            continue
+        pairs.append((infra.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs)))
+        addresses.update(addresses_from_state(infra.deployer.terraform(name).state()))
+    snapshot = take(pairs)
+    snapshot["addresses"] = addresses
+    return snapshot
+
+
+@pytest.fixture(scope="session")
+def roles_catalog(infra: Harness) -> Any:
+    """The roles catalog (fixtures/roles.toml beside the groups folder)."""
+    from immutable_infra.roles import RolesError, load_roles
+
+    __tracebackhide__ = True
+    try:
+        return load_roles(infra.catalog.groups_dir.parent / "roles.toml")
+    except RolesError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def image_catalog(infra: Harness) -> Any:
+    """Packer manifests and package manifests (fixtures/images beside the groups folder)."""
+    from immutable_infra.images import ImageManifestError, load_allow_list, load_catalog
+
+    __tracebackhide__ = True
+    try:
+        catalog = load_catalog(infra.images_dir)
+        allow_path = infra.images_dir / "parity.toml"
+        return catalog, (load_allow_list(allow_path) if allow_path.exists() else None)
+    except ImageManifestError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    s = item.config.stash.get(SETTINGS, None)
+    if s is not None and s.audit and item.get_closest_marker("infra_destructive"):
+        pytest.skip("--audit is read-only: this test changes infrastructure")
+    if s is not None and not s.audit and item.get_closest_marker("infra_audit_only"):
+        pytest.skip("runs only with --audit")
 
 
 @pytest.hookimpl(trylast=True)

@@ -22,6 +22,8 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "keep": ("leave the run deployed at the end; prints its id and how to destroy it", "bool", False),
     "terraform": ("drive this terraform or tofu binary instead of the embedded Terraform", "string", ""),
     "reports_dir": ("where reports go (default: reports)", "string", "reports"),
+    "audit": ("read-only: test a deployed run (--run-id) without applying, writing or destroying anything", "bool", False),
+    "base_ref": ("merge gate: apply the groups as they were at this git revision, then plan the working tree against them", "string", ""),
     "parallelism": (f"Terraform -parallelism (default: {DEFAULT_PARALLELISM})", "string", str(DEFAULT_PARALLELISM)),
 }
 
@@ -51,6 +53,8 @@ class Settings:
     terraform: str | None = None
     reports_dir: Path = Path("reports")
     parallelism: int = DEFAULT_PARALLELISM
+    audit: bool = False
+    base_ref: str | None = None
     home: Path = Path(".immutable-infra")
 
     @property
@@ -94,6 +98,8 @@ def from_pytest_config(config: Any) -> Settings:
         terraform=get("terraform") or None,
         reports_dir=path(get("reports_dir")),
         parallelism=parallelism,
+        audit=_truthy(get("audit")),
+        base_ref=get("base_ref") or None,
         home=default_home(root),
     )
 
@@ -117,6 +123,15 @@ def usage_problems(s: Settings) -> list[str]:
             problems.append(
                 f"--run-id {s.run_id}: use 1-16 characters of lowercase a-z, 0-9 and '-' (it goes into AWS names)"
             )
+    if s.audit and not s.run_id:
+        problems.append(
+            "--audit reads a deployed run and never applies: name it with --run-id ID "
+            "(bring one up with `immutable-infra up GROUP --aws-endpoint URL`)"
+        )
+    if s.audit and s.base_ref:
+        problems.append("--base-ref applies the base version, which an audit never does; drop one of them")
+    if s.audit and s.keep:
+        problems.append("--audit never destroys anything, so --keep has no meaning there; drop it")
     if s.parallelism < 1:
         problems.append("--parallelism must be at least 1")
     return problems

@@ -1,0 +1,171 @@
+"""Compatibility fixes for moto, applied in-process before the embedded server starts.
+
+Each fix is small, documented and covered by one test in tests/test_compat.py.
+They patch moto 5.2.5's in-process models/responses (the ThreadedMotoServer
+runs in this process, so patching the classes is enough). Each fix makes moto
+behave like AWS where the difference breaks a seed group's apply, or makes a
+clean ``apply`` + refresh show changes. ``apply()`` is idempotent; each fix
+also marks what it patched so it is never wrapped twice.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+_applied = False
+
+#: Names of the fixes, in the order apply() runs them (for reports and tests).
+FIXES = (
+    "instance_security_groups_from_primary_nic",
+    "route53_zone_with_vpc_is_private",
+    "route53_recreate_deleted_record",
+)
+
+
+def _mark(func: Any) -> Any:
+    func.__immutable_infra_compat__ = True
+    return func
+
+
+def _patched(func: Any) -> bool:
+    return getattr(func, "__immutable_infra_compat__", False)
+
+
+def fix_instance_security_groups_from_primary_nic() -> None:
+    """Instance security groups given on the primary network interface.
+
+    moto: ``RunInstances`` with ``NetworkInterfaces.1.SecurityGroupId.N``
+    (DeviceIndex 0) and no instance-level ``SecurityGroupIds`` gives the ENI
+    those groups but leaves the instance's own group list empty, so
+    ``DescribeInstances`` returns ``SecurityGroups: []``.
+    AWS: the groups of the primary interface *are* the instance's groups;
+    ``DescribeInstances`` lists them.
+    Why: hashicorp/aws 3.x sends ``vpc_security_group_ids`` on the primary
+    interface whenever ``associate_public_ip_address`` is set (public-tier
+    instances). It then reads back no groups and plans to replace the instance
+    forever (``vpc_security_group_ids`` forces a new resource).
+    Fix: after moto builds the instance, when it has no groups, take them from
+    the primary interface specification.
+    """
+    from moto.ec2.models.instances import Instance
+
+    original = Instance.__init__
+    if _patched(original):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: Any, ec2_backend: Any, image_id: Any, user_data: Any,
+                 security_groups: Any, **kwargs: Any) -> None:
+        original(self, ec2_backend, image_id, user_data, security_groups, **kwargs)
+        if self.security_groups:
+            return
+        for nic in kwargs.get("nics") or []:
+            if str(nic.get("DeviceIndex", "")) == "0" and nic.get("Groups"):
+                groups = [ec2_backend.get_security_group_from_id(g) for g in nic["Groups"]]
+                self.security_groups = [g for g in groups if g is not None]
+                break
+
+    Instance.__init__ = _mark(__init__)
+
+
+def fix_route53_zone_with_vpc_is_private() -> None:
+    """A hosted zone created with a VPC is a private zone.
+
+    moto: ``CreateHostedZone`` reads the ``VPC`` element only when
+    ``HostedZoneConfig.PrivateZone`` is true; without it the zone is public
+    and the VPC is dropped.
+    AWS: "If you specify a VPC, the hosted zone is private" (the VPC element
+    alone makes the zone private; PrivateZone is implied).
+    Why: hashicorp/aws 3.x ``aws_route53_zone`` with a ``vpc`` block sends the
+    VPC but no PrivateZone flag. Against moto the zone comes back public with
+    no VPC, so every plan wants to replace the zone (``vpc`` changed) and the
+    private DNS of the group is not private.
+    Fix: in the request handler, a request carrying ``VPC.VPCId`` sets
+    PrivateZone=true before moto reads it.
+    """
+    from moto.route53.responses import Route53
+
+    original = Route53.create_hosted_zone
+    if _patched(original):
+        return
+
+    @functools.wraps(original)
+    def create_hosted_zone(self: Any) -> Any:
+        if self._get_param("VPC.VPCId"):
+            read_bool = self._get_bool_param
+
+            def _get_bool_param(name: str, if_none: Any = None) -> Any:
+                if name == "HostedZoneConfig.PrivateZone":
+                    return True
+                return read_bool(name, if_none)
+
+            # shadows the method on this handler for this call only
+            self._get_bool_param = _get_bool_param
+            try:
+                return original(self)
+            finally:
+                del self._get_bool_param
+        return original(self)
+
+    Route53.create_hosted_zone = _mark(create_hosted_zone)
+
+
+def fix_route53_recreate_deleted_record() -> None:
+    """Re-creating a deleted record set is allowed; creating an existing one is not.
+
+    moto: a ``CREATE`` change identical to one already in the zone's change
+    journal is checked with a *range* listing (every record set whose name
+    sorts at or after the new one), so after the record was deleted the
+    CREATE still fails with "already exists" whenever any other record sorts
+    after it. Conversely, an existing record created with different values
+    is not rejected.
+    AWS: CREATE fails with InvalidChangeBatch "... but it already exists"
+    exactly when a record set with the same name, type (and set identifier)
+    exists now; history does not matter.
+    Why: destroy + rebuild of a group (and the chaos "record deleted" fault)
+    re-creates the same ``aws_route53_record``; moto refuses it.
+    Fix: check exact existence before moto runs the change batch, and make the
+    journal membership test (used only by that faulty check) answer False.
+    """
+    from moto.route53 import models as r53
+
+    original = r53.Route53Backend.change_resource_record_sets
+    if _patched(original):
+        return
+
+    class Journal(r53.ChangeList):
+        def __contains__(self, item: Any) -> bool:  # the faulty check only
+            return False
+
+    @functools.wraps(original)
+    def change_resource_record_sets(self: Any, zoneid: str, change_list: list[dict[str, Any]]) -> None:
+        zone = self.get_hosted_zone(zoneid)
+        for value in change_list:
+            if value.get("Action") != "CREATE":
+                continue
+            rrset = value["ResourceRecordSet"]
+            name = rrset["Name"].rstrip(".") + "."
+            for existing in zone.rrsets:
+                if (
+                    existing.name.rstrip(".").lower() + "." == name.lower()
+                    and existing.type == rrset.get("Type")
+                    and existing.set_identifier == rrset.get("SetIdentifier")
+                ):
+                    raise r53.ResourceRecordAlreadyExists(name=name, _type=rrset.get("Type"))
+        if type(zone.rr_changes) is not Journal:
+            zone.rr_changes.__class__ = Journal
+        return original(self, zoneid, change_list)
+
+    r53.Route53Backend.change_resource_record_sets = _mark(change_resource_record_sets)
+
+
+def apply() -> None:
+    """Apply every fix once (idempotent)."""
+    global _applied
+    if _applied:
+        return
+    fix_instance_security_groups_from_primary_nic()
+    fix_route53_zone_with_vpc_is_private()
+    fix_route53_recreate_deleted_record()
+    _applied = True

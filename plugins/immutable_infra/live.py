@@ -1,0 +1,84 @@
+"""What runs now: describe_* data of a group's VPCs, addresses from state, instance fingerprints.
+
+Read-only: every call here is a Describe/List call, so audits can use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from immutable_infra.checks.mutation import fingerprint_instance
+from immutable_infra.plan import state_resources
+from immutable_infra.snapshot import merge_snapshots, take_snapshot
+
+
+def group_vpc_ids(outputs: dict[str, Any]) -> list[str]:
+    """The VPCs a group owns, from its outputs (``vpc_id`` or ``vpc_ids``)."""
+    ids = outputs.get("vpc_ids") or ([outputs["vpc_id"]] if outputs.get("vpc_id") else [])
+    return [i for i in ids if i]
+
+
+def describe_group(ec2: Any, vpc_ids: list[str], group: str) -> dict[str, Any]:
+    """A snapshot of the group's VPCs plus what unmanaged-resource checks need.
+
+    Also picks up instances tagged ``Group=<group>`` outside those VPCs.
+    """
+    snap = take_snapshot(ec2, vpc_ids) if vpc_ids else {"instances": [], "region": ec2.meta.region_name}
+    flt = [{"Name": "vpc-id", "Values": vpc_ids}] if vpc_ids else []
+    snap["network_interfaces"] = (
+        ec2.describe_network_interfaces(Filters=flt)["NetworkInterfaces"] if vpc_ids else []
+    )
+    tagged = ec2.describe_instances(Filters=[{"Name": "tag:Group", "Values": [group]}])["Reservations"]
+    known = {i["InstanceId"] for i in snap.get("instances", [])}
+    snap["instances"] = list(snap.get("instances", [])) + [
+        i for r in tagged for i in r["Instances"] if i["InstanceId"] not in known
+    ]
+    snap["vpc_peering_connections"] = snap.get("peering_connections", [])
+    return snap
+
+
+def live_instances(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i for i in snapshot.get("instances", []) if i.get("State", {}).get("Name") not in ("terminated", "shutting-down")]
+
+
+def addresses_from_state(state: dict[str, Any]) -> dict[str, str]:
+    """AWS id -> Terraform address, for naming components in findings."""
+    out: dict[str, str] = {}
+    for r in state_resources(state):
+        if r.aws_id:
+            out[str(r.aws_id)] = r.address
+    return out
+
+
+def instance_addresses(state: dict[str, Any]) -> dict[str, str]:
+    """Terraform address -> instance id, for each aws_instance in the state."""
+    return {r.address: str(r.aws_id) for r in state_resources(state) if r.type == "aws_instance" and r.aws_id}
+
+
+def fingerprints(ec2: Any, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The defining attributes of each instance of the state, read live: address -> fingerprint (with ``id``)."""
+    by_address = instance_addresses(state)
+    if not by_address:
+        return {}
+    ids = list(by_address.values())
+    found: dict[str, dict[str, Any]] = {}
+    for r in ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": ids}])["Reservations"]:
+        for inst in r["Instances"]:
+            if inst.get("State", {}).get("Name") in ("terminated", "shutting-down"):
+                continue
+            try:
+                data = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="userData")
+                inst = {**inst, "UserData": data.get("UserData", {})}
+            except Exception:  # noqa: BLE001 - user data is optional in some endpoints
+                pass
+            found[inst["InstanceId"]] = inst
+    out = {}
+    for address, iid in by_address.items():
+        if iid in found:
+            out[address] = {**fingerprint_instance(found[iid]), "id": iid}
+    return out
+
+
+def run_snapshot(clients: Iterable[tuple[Any, list[str]]]) -> dict[str, Any]:
+    """One snapshot over several regions: (ec2 client, vpc ids) pairs."""
+    return merge_snapshots([take_snapshot(ec2, vpcs) for ec2, vpcs in clients if vpcs])

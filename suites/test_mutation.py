@@ -1,0 +1,41 @@
+"""No in-place mutation: the merge gate (plan of the working tree against the base) and the live fingerprint."""
+
+import pytest
+
+from immutable_infra.checks.mutation import DEFAULT_IMMUTABLE_TYPES, find_fingerprint_changes, find_mutations, find_replacements
+from immutable_infra.findings import format_findings
+from immutable_infra.live import fingerprints
+from immutable_infra.plan import Plan
+
+
+def _settings(applied_group):
+    cfg = applied_group.config.raw.get("mutation", {})
+    types = tuple(DEFAULT_IMMUTABLE_TYPES) + tuple(cfg.get("immutable_types", ()))
+    return types, tuple(cfg.get("metadata_attributes", ()))
+
+
+@pytest.mark.infra_destructive
+def test_merge_gate_changes_nothing_in_place(applied_group, infra, infra_report):
+    if not infra.settings.base_ref:
+        pytest.skip("the merge gate needs --base-ref REF (the revision to compare the working tree with)")
+    plan = Plan.from_json(infra.plan_working_tree(applied_group.name))
+    types, metadata = _settings(applied_group)
+    findings = find_mutations(plan, applied_group.name, types, metadata)
+    replacements = find_replacements(plan)
+    infra_report.findings(applied_group.name, "mutation", findings)
+    infra_report.table(applied_group.name, "mutation", "replacements", replacements)
+    for r in replacements:
+        print(f"replacement: {r['address']} ({r['action_reason'] or 'replace'}; {r['replace_paths']})")
+    assert not findings, (
+        f"{applied_group.name}: the change against {infra.settings.base_ref} would modify immutable resources in place "
+        "(rebuild them instead: change what forces replacement, e.g. the AMI):\n" + format_findings(findings)
+    )
+
+
+def test_live_instances_match_their_fingerprint(applied_group, ec2, infra_report):
+    recorded = applied_group.record.fingerprints
+    assert recorded or not applied_group.config.roles, f"{applied_group.name}: no instance fingerprint was recorded at apply"
+    live = fingerprints(ec2, applied_group.state())
+    findings = find_fingerprint_changes(applied_group.name, recorded, live)
+    infra_report.findings(applied_group.name, "mutation", findings)
+    assert not findings, f"{applied_group.name}: instances changed in place since apply:\n" + format_findings(findings)
