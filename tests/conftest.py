@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
+
+# moto's request recorder (used to prove audits never write) reads this when moto is first imported.
+os.environ.setdefault("MOTO_RECORDER_FILEPATH", os.path.join(tempfile.mkdtemp(prefix="moto-rec-"), "recording.jsonl"))
+
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,207 @@
+"""Audit mode against a run brought up with `immutable-infra up`: healthy groups pass without a single write;
+out-of-band changes made with boto3 make the named suites fail, naming the resource or the blocking component.
+
+This is the slowest test module (it applies ops-sg, prd-sg-slave and prd-sg-master once, about 4 minutes,
+and destroys them at the end); every fault is injected in one batch on disjoint resources, and audited once.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).parent.parent
+RUN = "aud1"
+REGION = "ap-southeast-1"
+READ_PREFIXES = ("Describe", "List", "Get")
+
+
+def cli(server, *args, home):
+    env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "immutable_infra.cli", *args, "--aws-endpoint", server.url],
+                          env=env, capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def deployed(moto_server, tmp_path_factory):
+    home = tmp_path_factory.mktemp("audit-home")
+    up = cli(moto_server, "up", "prd-sg-master", "--run-id", RUN, home=home)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield home
+    finally:
+        down = cli(moto_server, "down", "--run-id", RUN, home=home)
+        assert down.returncode == 0, down.stderr[-3000:]
+
+
+def audit(server, home, tmp_path, name):
+    env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(home)}
+    junit = tmp_path / f"{name}.xml"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--group", "prd-sg-slave", "--group", "prd-sg-master",
+         "--run-id", RUN, "--aws-endpoint", server.url, "--audit", "--reports-dir", str(tmp_path / name), f"--junitxml={junit}"],
+        env=env, capture_output=True, text=True, cwd=ROOT,
+    )
+    outcomes = {}
+    for case in ET.parse(junit).iter("testcase"):
+        failure = case.find("failure")
+        error = case.find("error")
+        skipped = case.find("skipped")
+        state = "failed" if failure is not None else "error" if error is not None else "skipped" if skipped is not None else "passed"
+        text = (failure if failure is not None else error if error is not None else skipped)
+        outcomes[case.get("name")] = (state, (text.get("message", "") + (text.text or "")) if text is not None else "")
+    return result, outcomes
+
+
+def recorder(server, verb):
+    req = urllib.request.Request(f"{server.url}/moto-api/recorder/{verb}", method="POST" if verb != "download-recording" else "GET")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.read().decode()
+
+
+def writes(recording: str) -> list[str]:
+    """Every recorded request that is not a read."""
+    found = []
+    for line in recording.splitlines():
+        entry = json.loads(line)
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        action = urllib.parse.parse_qs(body).get("Action", [""])[0] if "Action=" in body else ""
+        if action and not action.startswith(READ_PREFIXES):
+            found.append(action)
+        elif not action and entry["method"] not in ("GET", "HEAD"):
+            found.append(f"{entry['method']} {entry['url']}")
+    return found
+
+
+def ec2():
+    return boto3.client("ec2", region_name=REGION, endpoint_url=os.environ["AUDIT_ENDPOINT"],
+                        aws_access_key_id="t", aws_secret_access_key="t")
+
+
+def tagged(client, kind, **filters):
+    flt = [{"Name": f"tag:{k}", "Values": [v]} for k, v in filters.items()] + [{"Name": "tag:Run", "Values": [RUN]}]
+    if kind == "instances":
+        return [i for r in client.describe_instances(Filters=flt + [{"Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
+                for i in r["Instances"]]
+    return {
+        "security_groups": lambda: client.describe_security_groups(Filters=flt)["SecurityGroups"],
+        "route_tables": lambda: client.describe_route_tables(Filters=flt)["RouteTables"],
+        "network_acls": lambda: client.describe_network_acls(Filters=flt)["NetworkAcls"],
+        "vpcs": lambda: client.describe_vpcs(Filters=flt)["Vpcs"],
+        "subnets": lambda: client.describe_subnets(Filters=flt)["Subnets"],
+    }[kind]()
+
+
+def test_healthy_audit_passes_and_writes_nothing(deployed, moto_server, tmp_path):
+    recorder(moto_server, "reset-recording")
+    recorder(moto_server, "start-recording")
+    try:
+        result, outcomes = audit(moto_server, deployed, tmp_path, "healthy")
+    finally:
+        recorder(moto_server, "stop-recording")
+    failed = {k: v for k, v in outcomes.items() if v[0] in ("failed", "error")}
+    assert not failed, result.stdout[-4000:]
+    assert any(state == "passed" for state, _ in outcomes.values())
+    assert outcomes["test_merge_gate_changes_nothing_in_place[prd-sg-slave]"][0] == "skipped"
+    recording = recorder(moto_server, "download-recording")
+    assert recording.strip(), "the recorder saw no request at all: the audit did not read AWS"
+    assert writes(recording) == [], "an audit must never write to AWS"
+
+
+def test_out_of_band_changes_fail_the_named_suites(deployed, moto_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIT_ENDPOINT", moto_server.url)
+    c = ec2()
+    by_role = lambda group, role: tagged(c, "instances", Group=group, Role=role)[0]  # noqa: E731
+
+    # -- prd-sg-slave: the invariants (mutation, drift, roles, unmanaged) ---------------------------------
+    micro = by_role("prd-sg-slave", "microservice")
+    c.stop_instances(InstanceIds=[micro["InstanceId"]])
+    c.modify_instance_attribute(InstanceId=micro["InstanceId"], InstanceType={"Value": "t3.large"})
+    c.start_instances(InstanceIds=[micro["InstanceId"]])
+
+    marathon = by_role("prd-sg-slave", "marathon-node")
+    c.create_tags(Resources=[marathon["InstanceId"]], Tags=[{"Key": "Role", "Value": "admin"}])
+
+    proxy = by_role("prd-sg-slave", "reverse-proxy")
+    proxy_sg = proxy["SecurityGroups"][0]["GroupId"] if proxy["SecurityGroups"] else proxy["NetworkInterfaces"][0]["Groups"][0]["GroupId"]
+    c.authorize_security_group_ingress(GroupId=proxy_sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    c.terminate_instances(InstanceIds=[proxy["InstanceId"]])
+
+    private_subnet = tagged(c, "subnets", Group="prd-sg-slave", Tier="private")[0]
+    rogue = c.run_instances(ImageId=micro["ImageId"], MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                            SubnetId=private_subnet["SubnetId"])["Instances"][0]["InstanceId"]
+    try:
+        check_faults(c, moto_server, deployed, tmp_path, micro, marathon, proxy, rogue)
+    finally:
+        c.terminate_instances(InstanceIds=[rogue])  # not managed by Terraform: `down` would not remove it
+
+
+def check_faults(c, moto_server, deployed, tmp_path, micro, marathon, proxy, rogue):
+    by_role = lambda group, role: tagged(c, "instances", Group=group, Role=role)[0]  # noqa: E731
+
+    slave_tables = [t for t in tagged(c, "route_tables", Group="prd-sg-slave")
+                    if any(r.get("VpcPeeringConnectionId") for r in t["Routes"])]
+    slave_table = slave_tables[0]
+    slave_route = next(r for r in slave_table["Routes"] if r.get("VpcPeeringConnectionId"))
+    c.delete_route(RouteTableId=slave_table["RouteTableId"], DestinationCidrBlock=slave_route["DestinationCidrBlock"])
+
+    # -- prd-sg-master: reachability, each blocking component on a disjoint flow ---------------------------
+    master_tables = tagged(c, "route_tables", Group="prd-sg-master")
+    public_table = next(t for t in master_tables if any(r.get("GatewayId", "").startswith("igw-") for r in t["Routes"]))
+    ops_cidr = "10.10.0.0/16"
+    c.delete_route(RouteTableId=public_table["RouteTableId"], DestinationCidrBlock=ops_cidr)
+
+    master_vpc = tagged(c, "vpcs", Group="prd-sg-master")[0]["VpcId"]
+    slave_vpc = tagged(c, "vpcs", Group="prd-sg-slave")[0]["VpcId"]
+    pcx = [p for p in c.describe_vpc_peering_connections()["VpcPeeringConnections"]
+           if {p["RequesterVpcInfo"]["VpcId"], p["AccepterVpcInfo"]["VpcId"]} == {master_vpc, slave_vpc}
+           and p["Status"]["Code"] == "active"][0]["VpcPeeringConnectionId"]
+    c.delete_vpc_peering_connection(VpcPeeringConnectionId=pcx)
+
+    marathon_m = by_role("prd-sg-master", "marathon-node")
+    sg_ids = [g["GroupId"] for g in marathon_m["SecurityGroups"]] or [g["GroupId"] for g in marathon_m["NetworkInterfaces"][0]["Groups"]]
+    revoked_sg = None
+    for sg in c.describe_security_groups(GroupIds=sg_ids)["SecurityGroups"]:
+        for perm in sg["IpPermissions"]:
+            if perm.get("FromPort") == 5051 and any(r["CidrIp"] == ops_cidr for r in perm.get("IpRanges", [])):
+                c.revoke_security_group_ingress(GroupId=sg["GroupId"], IpPermissions=[
+                    {"IpProtocol": "tcp", "FromPort": 5051, "ToPort": 5051, "IpRanges": [{"CidrIp": ops_cidr}]}])
+                revoked_sg = sg["GroupId"]
+    assert revoked_sg, "the seed's marathon-node security group should admit 5051 from ops-sg"
+
+    acl = tagged(c, "network_acls", Group="prd-sg-master")[0]["NetworkAclId"]
+    c.create_network_acl_entry(NetworkAclId=acl, RuleNumber=1, Protocol="6", RuleAction="deny", Egress=False,
+                               CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
+
+    result, outcomes = audit(moto_server, deployed, tmp_path, "faulty")
+    out = result.stdout
+
+    def failed(test, *needles):
+        state, text = outcomes[test]
+        assert state == "failed", f"{test} should fail, got {state}\n{out[-3000:]}"
+        for needle in needles:
+            assert needle in text, f"{test} should name {needle!r}:\n{text[:3000]}"
+
+    # issue acceptance: instance type (mutation, drift); Role tag (roles, drift); SSH to the world (drift);
+    # terminated (drift: missing; roles: count); rogue instance (unmanaged; roles); route deleted (drift)
+    failed("test_live_instances_match_their_fingerprint[prd-sg-slave]", micro["InstanceId"], "instance_type")
+    failed("test_no_drift[prd-sg-slave]", "instance_type", "Role", "0.0.0.0/0", proxy["InstanceId"], slave_table["RouteTableId"])
+    failed("test_instances_match_the_roles_catalog[prd-sg-slave]", marathon["InstanceId"], rogue, "reverse-proxy")
+    failed("test_no_unmanaged_resources[prd-sg-slave]", rogue)
+    # reachability: each fault names its component
+    failed("test_declared_flows_are_reachable[prd-sg-master]", public_table["RouteTableId"], revoked_sg, acl)
+    failed("test_peerings_active_and_cidrs_disjoint[prd-sg-master]", pcx)
