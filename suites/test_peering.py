@@ -4,21 +4,13 @@ import pytest
 
 from immutable_infra.checks.reachability import analyze_all, find_flow_violations, find_peering_problems, reachability_matrix
 from immutable_infra.findings import format_findings
-from immutable_infra.flows import parse_flows
+from immutable_infra.live import declared_flows
 
 
 def _flows(infra, applied_group, kind):
     """Flows of this kind that touch the group, between groups applied in this run."""
     applied = {n for n, r in infra.run.groups.items() if r.status == "applied"}
-    flows, skipped = [], []
-    for name in infra.catalog.names():
-        group = infra.catalog.get(name)
-        for flow in parse_flows(group.raw.get(kind, []), kind, name, str(group.config_file)):
-            groups = {flow.source_group, flow.destination_group}
-            if applied_group.name not in groups:
-                continue
-            (flows if groups <= applied else skipped).append(flow)
-    return flows, skipped
+    return declared_flows(infra.catalog, applied_group.name, applied, kind)
 
 
 def test_declared_flows_are_reachable(applied_group, infra, run_snapshot, infra_report):

@@ -41,10 +41,12 @@ def fix_instance_security_groups_from_primary_nic() -> None:
     ``DescribeInstances`` returns ``SecurityGroups: []``.
     AWS: the groups of the primary interface *are* the instance's groups;
     ``DescribeInstances`` lists them.
-    Why: hashicorp/aws 3.x sends ``vpc_security_group_ids`` on the primary
-    interface whenever ``associate_public_ip_address`` is set (public-tier
-    instances). It then reads back no groups and plans to replace the instance
-    forever (``vpc_security_group_ids`` forces a new resource).
+    Why: hashicorp/aws 3.39.0 launches the seed groups' instances (in a
+    subnet, with ``vpc_security_group_ids``) with the groups on the primary
+    interface. It then reads back no groups, so every plan after a clean
+    apply shows an in-place ``update`` of ``vpc_security_group_ids`` on every
+    instance (measured: all 5 instances of ops-sg), and role checks see
+    instances without their security groups.
     Fix: after moto builds the instance, when it has no groups, take them from
     the primary interface specification.
     """
@@ -79,8 +81,8 @@ def fix_route53_zone_with_vpc_is_private() -> None:
     alone makes the zone private; PrivateZone is implied).
     Why: hashicorp/aws 3.x ``aws_route53_zone`` with a ``vpc`` block sends the
     VPC but no PrivateZone flag. Against moto the zone comes back public with
-    no VPC, so every plan wants to replace the zone (``vpc`` changed) and the
-    private DNS of the group is not private.
+    no VPC, so every plan after a clean apply shows an ``update`` of the zone
+    (re-associating the ``vpc``), and the group's private DNS is not private.
     Fix: in the request handler, a request carrying ``VPC.VPCId`` sets
     PrivateZone=true before moto reads it.
     """

@@ -6,6 +6,7 @@ apply, reuse and destroy runs the same way.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -177,6 +178,50 @@ class Harness:
     def applied(self, name: str) -> AppliedGroup:
         self.up([name])
         return AppliedGroup(self.catalog.get(name), self.run, self.sandbox, self.deployer.terraform(name), harness=self)
+
+    def dependents(self, name: str) -> list[str]:
+        """Groups applied in this run that take inputs from ``name``, directly or not, in apply order."""
+        applied = [n for n in self.run.order if self.run.groups[n].status == "applied"]
+        found: list[str] = []
+        for n in applied:
+            deps = set(self.base_catalog.get(n).depends_on)
+            if name in deps or deps & set(found):
+                found.append(n)
+        return found
+
+    def destroy(self, names: list[str]) -> float:
+        """Destroy these groups (dependents first); return the seconds it took. Raises on failure."""
+        t0 = time.monotonic()
+        problems = self.deployer.down(names)
+        if problems:
+            raise RunError("\n".join(problems))
+        for n in names:
+            self.run.groups[n].status = "pending"
+            self.run.groups[n].teardown = ""
+        self.run.save()
+        return time.monotonic() - t0
+
+    def recreate(self, names: list[str]) -> float:
+        """Apply these groups again from their folders; return the seconds it took."""
+        t0 = time.monotonic()
+        self.deployer.up([self.base_catalog.get(n) for n in names])
+        return time.monotonic() - t0
+
+    def rebuild(self, name: str) -> dict[str, Any]:
+        """Destroy and recreate a group (and the applied groups that depend on it); time each phase."""
+        names = [name] + self.dependents(name)
+        destroy_s = self.destroy(list(reversed(names)))
+        apply_s = self.recreate(names)
+        rec = self.run.groups[name]
+        return {
+            "group": name,
+            "groups": names,
+            "destroy_seconds": round(destroy_s, 2),
+            "apply_seconds": round(apply_s, 2),
+            "total_seconds": round(destroy_s + apply_s, 2),
+            "resource_seconds": dict(rec.resource_seconds),
+            "destroy_resource_seconds": dict(rec.destroy_resource_seconds),
+        }
 
     def teardown(self, keep: bool = False) -> list[str]:
         """Destroy what this session applied (unless kept); stop the sandbox. Returns problems."""

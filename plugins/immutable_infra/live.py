@@ -82,3 +82,21 @@ def fingerprints(ec2: Any, state: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def run_snapshot(clients: Iterable[tuple[Any, list[str]]]) -> dict[str, Any]:
     """One snapshot over several regions: (ec2 client, vpc ids) pairs."""
     return merge_snapshots([take_snapshot(ec2, vpcs) for ec2, vpcs in clients if vpcs])
+
+
+def declared_flows(catalog: Any, group: str, applied: set[str], kind: str = "flows") -> tuple[list[Any], list[Any]]:
+    """Flows (or isolation pairs) declared in any group config that touch ``group``.
+
+    Returns (flows whose both ends are applied, flows with an end not applied).
+    """
+    from immutable_infra.flows import parse_flows
+
+    flows, skipped = [], []
+    for name in catalog.names():
+        config = catalog.get(name)
+        for flow in parse_flows(config.raw.get(kind, []), kind, name, str(config.config_file)):
+            ends = {flow.source_group, flow.destination_group}
+            if group not in ends:
+                continue
+            (flows if ends <= applied else skipped).append(flow)
+    return flows, skipped

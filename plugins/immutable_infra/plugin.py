@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import pytest
@@ -143,6 +144,56 @@ def applied_group(infra: Harness, group_name: str) -> AppliedGroup:
         pytest.fail(f"cannot apply group {group_name} ({where}): {exc}", pytrace=False)
 
 
+@dataclass
+class RebuiltGroup:
+    """A group before and after one destroy-and-recreate."""
+
+    name: str
+    budget: float | None
+    timing: dict[str, Any]
+    before_state: dict[str, Any]
+    after_state: dict[str, Any]
+    before_outputs: dict[str, Any]
+    after_outputs: dict[str, Any]
+    before_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    after_verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _verdicts(infra: Harness, name: str) -> list[dict[str, Any]]:
+    """Flow verdicts of the group's declared flows whose ends are applied."""
+    from immutable_infra.checks.reachability import analyze_all
+    from immutable_infra.live import addresses_from_state, declared_flows, group_vpc_ids, run_snapshot
+
+    applied = {n for n, r in infra.run.groups.items() if r.status == "applied"}
+    flows, _ = declared_flows(infra.catalog, name, applied)
+    if not flows:
+        return []
+    pairs, addresses = [], {}
+    for n in applied:
+        rec = infra.run.groups[n]
+        pairs.append((infra.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs)))
+        addresses.update(addresses_from_state(infra.deployer.terraform(n).state()))
+    return [{"flow": v.flow.name, "verdict": "reachable" if v.reachable else "unreachable"}
+            for v in analyze_all(flows, run_snapshot(pairs), addresses)]
+
+
+@pytest.fixture(scope="session")
+def rebuilt_group(applied_group: AppliedGroup, infra: Harness, infra_report: Reporter) -> RebuiltGroup:
+    """Destroy the applied group (and the applied groups that depend on it) and recreate it, timed."""
+    __tracebackhide__ = True
+    name = applied_group.name
+    before = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
+    try:
+        timing = infra.rebuild(name)
+    except TOOL_ERRORS as exc:
+        pytest.fail(f"cannot rebuild group {name}: {exc}", pytrace=False)
+    after = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
+    budget = applied_group.config.rebuild_budget_seconds
+    infra_report.fact(name, "rebuild", **{k: v for k, v in timing.items() if k not in ("destroy_resource_seconds", "group")},
+                      budget_seconds=budget)
+    return RebuiltGroup(name, budget, timing, before[0], after[0], before[1], after[1], before[2], after[2])
+
+
 @pytest.fixture(scope="session")
 def infra_report(request: pytest.FixtureRequest) -> Reporter:
     """Where suites record findings and tables for reports/."""
@@ -179,6 +230,18 @@ def run_snapshot(infra: Harness, applied_group: AppliedGroup) -> dict[str, Any]:
     snapshot = take(pairs)
     snapshot["addresses"] = addresses
     return snapshot
+
+
+@pytest.fixture
+def neighbour_resources(infra: Harness, applied_group: AppliedGroup) -> list[Any]:
+    """Resources managed by the other groups of the run (a peering requester manages routes on both sides)."""
+    from immutable_infra.plan import state_resources
+
+    found = []
+    for name in infra.run.order:
+        if name != applied_group.name and infra.run.groups[name].status == "applied":
+            found += state_resources(infra.deployer.terraform(name).state())
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +288,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = config.stash[SETTINGS]
     kind = "embedded" if s.embedded else "aws" if s.real_aws else s.aws_endpoint
     summary = reporter.summary(harness._run, int(exitstatus), config.stash[TEARDOWN], endpoint=kind)
-    reporter.write(summary)
+    budgets = {}
+    for name in summary["groups"]:
+        try:
+            budgets[name] = harness.catalog.get(name).rebuild_budget_seconds
+        except CatalogError:
+            budgets[name] = None
+    reporter.write(summary, audit_trail=not s.audit, commit_of=s.groups_dir, budgets=budgets)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -237,15 +306,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     run = harness._run
     tr.section("immutable-infra")
     tr.write_line(f"run {run.id}  endpoint {run.endpoint or 'real AWS'}")
-    tr.write_line(f"{'group':<16} {'status':<12} {'resources':>9} {'apply s':>8} {'destroy s':>9}  findings")
+    tr.write_line(f"{'group':<16} {'status':<12} {'resources':>9} {'apply s':>8} {'destroy s':>9} {'rebuild s':>9}  findings")
     for name in run.order:
         rec = run.groups[name]
-        nfind = 0
+        nfind, rebuild = 0, None
         if reporter is not None:
             nfind = sum(len(c.findings) for c in reporter.checks.get(name, {}).values())
+            facts = reporter.checks.get(name, {}).get("rebuild")
+            rebuild = facts.facts.get("total_seconds") if facts else None
         t = rec.timings
         tr.write_line(
-            f"{name:<16} {rec.status:<12} {len(rec.resources):>9} {_s(t.get('apply')):>8} {_s(t.get('destroy')):>9}  {nfind}"
+            f"{name:<16} {rec.status:<12} {len(rec.resources):>9} {_s(t.get('apply')):>8} {_s(t.get('destroy')):>9}"
+            f" {_s(rebuild):>9}  {nfind}"
         )
     for problem in config.stash[TEARDOWN]:
         tr.write_line(problem, red=True)

@@ -103,7 +103,9 @@ class Reporter:
             "groups": groups,
         }
 
-    def write(self, summary: dict[str, Any]) -> list[Path]:
+    def write(self, summary: dict[str, Any], audit_trail: bool = True, commit_of: Path | None = None,
+              budgets: dict[str, float | None] | None = None) -> list[Path]:
+        """Write summary.json and summary.md (and a copy per run); append history and redraw the trend."""
         self.reports_dir.mkdir(parents=True, exist_ok=True)
         paths = [self._write_json(self.reports_dir / "summary.json", summary)]
         md = self.reports_dir / "summary.md"
@@ -114,8 +116,30 @@ class Reporter:
             run_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(paths[0], run_dir / "summary.json")
             shutil.copyfile(md, run_dir / "summary.md")
+        if audit_trail and summary.get("run_id"):
+            paths += self._history(summary, commit_of, budgets or {})
         self.written = paths
         return paths
+
+    def _history(self, summary: dict[str, Any], commit_of: Path | None, budgets: dict[str, float | None]) -> list[Path]:
+        """One line per session in history.jsonl, and the rebuild trend drawn from the whole history."""
+        from immutable_infra.history import append_history, git_commit, history_entry, read_history
+        from immutable_infra.trend import plot_rebuild_trend
+
+        groups = {}
+        for name, g in summary["groups"].items():
+            checks = g.get("checks", {})
+            rebuild = checks.get("rebuild", {}).get("facts", {})
+            groups[name] = {
+                "rebuild_seconds": rebuild.get("total_seconds"),
+                "drift_count": len(checks.get("drift", {}).get("findings", [])),
+                "verdicts": {c: v["verdict"] for c, v in checks.items()},
+                "budget_seconds": budgets.get(name),
+            }
+        history_path = self.reports_dir / "history.jsonl"
+        append_history(history_path, history_entry(summary["run_id"], git_commit(commit_of) if commit_of else None, groups))
+        trend = plot_rebuild_trend(read_history(history_path), self.reports_dir / "rebuild-trend.png", budgets)
+        return [history_path, trend]
 
     @staticmethod
     def _write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -132,27 +156,39 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if summary.get("kept"):
         lines.append(f"The run is kept deployed: destroy it with `immutable-infra down --run-id {summary['run_id']}`.")
     lines.append("")
-    lines.append("| group | status | resources | init s | apply s | destroy s | tests passed | failed | findings |")
-    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    lines.append("| group | status | resources | init s | apply s | destroy s | rebuild s | tests passed | failed | findings |")
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, g in summary["groups"].items():
         t = g.get("timings", {})
         tests = g.get("tests", {})
         nfind = sum(len(c["findings"]) for c in g.get("checks", {}).values())
         lines.append(
             f"| {name} | {g.get('status', '-')} | {g.get('resource_count', '-')} | {_s(t.get('init'))} | "
-            f"{_s(t.get('apply'))} | {_s(t.get('destroy'))} | {tests.get('passed', 0)} | "
+            f"{_s(t.get('apply'))} | {_s(t.get('destroy'))} | "
+            f"{_s(g.get('checks', {}).get('rebuild', {}).get('facts', {}).get('total_seconds'))} | {tests.get('passed', 0)} | "
             f"{tests.get('failed', 0) + tests.get('error', 0)} | {nfind} |"
         )
     for name, g in summary["groups"].items():
         slow = sorted(g.get("resource_seconds", {}).items(), key=lambda kv: -kv[1])[:5]
         findings = [f for c in g.get("checks", {}).values() for f in c["findings"]]
-        if not (slow or findings or g.get("error")):
+        if not (slow or findings or g.get("error") or g.get("checks")):
             continue
         lines += ["", f"## {name}", ""]
         if g.get("error"):
             lines += ["Apply error:", "", "```", g["error"], "```", ""]
         if slow:
             lines.append("Slowest resources to create: " + ", ".join(f"`{a}` {s:.0f} s" for a, s in slow) + ".")
+        rebuild = g.get("checks", {}).get("rebuild", {}).get("facts")
+        if rebuild:
+            lines.append(
+                f"Rebuild: destroy {_s(rebuild.get('destroy_seconds'))} s + apply {_s(rebuild.get('apply_seconds'))} s"
+                f" = {_s(rebuild.get('total_seconds'))} s (budget {_s(rebuild.get('budget_seconds'))} s)."
+            )
+        for check, c in g.get("checks", {}).items():
+            matrix = c.get("tables", {}).get("matrix")
+            if matrix:
+                lines += ["", "| flow | expected | verdict | blocking component |", "| --- | --- | --- | --- |"]
+                lines += [f"| {r['flow']} | {r['expected']} | {r['verdict']} | {r.get('blocking_component') or '-'} |" for r in matrix]
         if findings:
             lines += ["", "| check | resource | AWS id | expected | found |", "| --- | --- | --- | --- | --- |"]
             for f in findings:

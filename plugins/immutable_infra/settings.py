@@ -24,6 +24,7 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "reports_dir": ("where reports go (default: reports)", "string", "reports"),
     "audit": ("read-only: test a deployed run (--run-id) without applying, writing or destroying anything", "bool", False),
     "base_ref": ("merge gate: apply the groups as they were at this git revision, then plan the working tree against them", "string", ""),
+    "rebuild_regression": ("fail when a group's rebuild exceeds the median of its last 10 recorded rebuilds by more than PCT percent", "string", ""),
     "parallelism": (f"Terraform -parallelism (default: {DEFAULT_PARALLELISM})", "string", str(DEFAULT_PARALLELISM)),
 }
 
@@ -54,12 +55,25 @@ class Settings:
     reports_dir: Path = Path("reports")
     parallelism: int = DEFAULT_PARALLELISM
     audit: bool = False
+    rebuild_regression: float | None = None
     base_ref: str | None = None
     home: Path = Path(".immutable-infra")
 
     @property
     def embedded(self) -> bool:
         return not self.aws_endpoint and not self.real_aws
+
+
+def _percent(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        pct = float(str(value).rstrip("%"))
+    except ValueError:
+        raise ValueError(f"--rebuild-regression takes a percentage such as 20, not {value!r}") from None
+    if pct < 0:
+        raise ValueError(f"--rebuild-regression must not be negative, not {value!r}")
+    return pct
 
 
 def from_pytest_config(config: Any) -> Settings:
@@ -99,6 +113,7 @@ def from_pytest_config(config: Any) -> Settings:
         reports_dir=path(get("reports_dir")),
         parallelism=parallelism,
         audit=_truthy(get("audit")),
+        rebuild_regression=_percent(get("rebuild_regression")),
         base_ref=get("base_ref") or None,
         home=default_home(root),
     )

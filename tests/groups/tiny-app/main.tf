@@ -31,6 +31,8 @@ provider "aws" {
 resource "aws_subnet" "app" {
   vpc_id     = var.ops_vpc_id
   cidr_block = "10.90.2.0/24"
+  # Declared, so a rebuild lands where the original was (AWS picks any zone otherwise).
+  availability_zone = "${var.region}a"
   tags       = { Name = "tiny-app", Tier = "public", Label = var.label }
 }
 

@@ -32,6 +32,8 @@ resource "aws_vpc" "this" {
 resource "aws_subnet" "a" {
   vpc_id     = aws_vpc.this.id
   cidr_block = cidrsubnet(var.cidr, 8, 1)
+  # Declared, so a rebuild lands where the original was (AWS picks any zone otherwise).
+  availability_zone = "${var.region}a"
   tags       = { Name = "tiny-a", Tier = "private" }
 }
 

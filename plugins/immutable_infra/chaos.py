@@ -1,0 +1,1193 @@
+"""Chaos: the fault catalog, its safety rules, dry runs and the detection matrix.
+
+A *fault* is one out-of-band change to a running group, the kind a person
+with console access makes: an instance resized in place, a security group
+opened to the world, a route deleted, a rogue server launched. Each fault
+is a frozen dataclass whose ``repr`` is valid Python, so a Hypothesis state
+machine that injects faults prints a program that replays them::
+
+    SgOpenedToWorld(target='sg-123', region='ap-southeast-1', run_id='r1')
+
+Life of a fault:
+
+- ``select(snapshot, run_id, group, rng_or_index)`` picks a target from a
+  describe snapshot (``immutable_infra.live.describe_group``, plus
+  ``hosted_zones``/``buckets``/``images`` from :func:`describe_extras` for
+  the faults that need them), only among resources tagged ``Run=<run_id>``;
+- ``plan()`` says which calls ``inject`` would make (``--chaos-dry-run``);
+- ``inject(clients)`` first describes every resource it will write to and
+  refuses (:class:`FaultRefused`) unless each carries the run's ``Run`` tag,
+  as AWS Fault Injection Service refuses targets outside its tag filter;
+- repair is a Terraform apply for every fault (``REPAIR``); faults that add
+  something Terraform does not manage (a rogue instance, an out-of-band
+  replacement) also have ``undo(clients)``, which removes what they added.
+
+``expected_checks`` says which of our checks see the fault whatever group it
+hits; ``conditional_checks`` names the checks that see it only in some
+groups or on some targets, and why; ``Fault.expected()`` is the tuple for
+this very target. :class:`Chaos` is the orchestrator that enforces audit
+mode and dry runs; :func:`detection_matrix` turns (fault, expected, detected)
+results into the fault x check matrix written to ``reports/``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+#: The public names of our checks, in report order.
+CHECKS: tuple[str, ...] = ("mutation", "drift", "unmanaged", "roles", "reachability", "parity")
+
+#: How every fault is repaired: a Terraform apply restores the declared state.
+REPAIR = "by apply"
+
+#: The tag that marks a resource as part of one ephemeral run.
+RUN_TAG = "Run"
+
+#: ``(service, region) -> boto3 client``, e.g. ``Sandbox.client``.
+Clients = Callable[[str, str], Any]
+
+#: Cells of the detection matrix.
+DETECTED, MISSED, NOT_EXPECTED, UNEXPECTED = "detected", "missed", "not-expected", "unexpected"
+
+
+class FaultRefused(Exception):
+    """Chaos would touch something it must not. ``code`` says why, for tests and reports:
+
+    ``audit`` (audit mode never writes), ``not-in-run`` (the target lacks the
+    run's Run tag), ``gone`` (the target does not exist), ``other-run`` (the
+    fault was made for another run), ``not-disjoint`` (a batch shares
+    resources), ``unknown-resource`` (chaos cannot verify that kind of id).
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _tags(item: Mapping[str, Any] | None) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in (item or {}).get("Tags") or () if "Key" in t}
+
+
+def _has_run(item: Mapping[str, Any], run_id: str) -> bool:
+    return _tags(item).get(RUN_TAG) == run_id
+
+
+def _pick(candidates: Sequence[Any], rng_or_index: int | random.Random) -> Any:
+    if not candidates:
+        return None
+    if isinstance(rng_or_index, random.Random):
+        return rng_or_index.choice(list(candidates))
+    return candidates[int(rng_or_index) % len(candidates)]
+
+
+def _alive(instance: Mapping[str, Any]) -> bool:
+    return (instance.get("State") or {}).get("Name") not in ("terminated", "shutting-down")
+
+
+def _instances(snapshot: Mapping[str, Any], run_id: str, state: str | None = "running") -> list[dict[str, Any]]:
+    out = [i for i in snapshot.get("instances", []) if _alive(i) and _has_run(i, run_id)]
+    if state:
+        out = [i for i in out if (i.get("State") or {}).get("Name") == state]
+    return sorted(out, key=lambda i: i["InstanceId"])
+
+
+def _instance_sgs(instance: Mapping[str, Any]) -> list[str]:
+    ids = [g["GroupId"] for g in instance.get("SecurityGroups") or () if g.get("GroupId")]
+    for eni in instance.get("NetworkInterfaces") or ():
+        ids += [g["GroupId"] for g in eni.get("Groups") or () if g.get("GroupId") and g["GroupId"] not in ids]
+    return ids
+
+
+def _route_via(route: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(kind, target id) of a non-local, active route, or None."""
+    if route.get("State") == "blackhole" or not route.get("DestinationCidrBlock"):
+        return None
+    if route.get("VpcPeeringConnectionId"):
+        return "peering", route["VpcPeeringConnectionId"]
+    if route.get("NatGatewayId"):
+        return "nat", route["NatGatewayId"]
+    gateway = route.get("GatewayId") or ""
+    if gateway.startswith("igw-"):
+        return "gateway", gateway
+    return None
+
+
+def _own_peerings(snapshot: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Peerings with one side in the group's VPCs (moto 5.2.5 ignores the describe filter: it lists all)."""
+    own = {v["VpcId"] for v in snapshot.get("vpcs", [])}
+    return [p for p in snapshot.get("peering_connections", [])
+            if own & {(p.get(side) or {}).get("VpcId") for side in ("RequesterVpcInfo", "AccepterVpcInfo")}]
+
+
+def _peer_cidrs(snapshot: Mapping[str, Any]) -> set[str]:
+    """CIDRs of the VPCs on the other side of the group's peerings."""
+    own = {v["VpcId"] for v in snapshot.get("vpcs", [])}
+    out = set()
+    for pcx in _own_peerings(snapshot):
+        for side in ("RequesterVpcInfo", "AccepterVpcInfo"):
+            info = pcx.get(side) or {}
+            if info.get("VpcId") not in own and info.get("CidrBlock"):
+                out.add(info["CidrBlock"])
+    return out
+
+
+# -- verifying targets right before acting
+
+def _describe_tags(clients: Clients, region: str, resource: str) -> dict[str, str] | None:
+    """The live tags of one resource, or None when it does not exist (or is gone)."""
+    try:
+        return _describe_tags_or_raise(clients, region, resource)
+    except Exception as exc:  # noqa: BLE001 - botocore ClientError, without importing botocore here
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code.endswith("NotFound") or code.endswith(".Malformed"):
+            return None
+        raise
+
+
+def _describe_tags_or_raise(clients: Clients, region: str, resource: str) -> dict[str, str] | None:
+    ec2 = clients("ec2", region)
+    kind = resource.split("-", 1)[0]
+    if kind == "i":
+        res = ec2.describe_instances(InstanceIds=[resource])["Reservations"]
+        items = [i for r in res for i in r["Instances"] if _alive(i)]
+    elif kind == "sg":
+        items = ec2.describe_security_groups(GroupIds=[resource])["SecurityGroups"]
+    elif kind == "rtb":
+        items = ec2.describe_route_tables(RouteTableIds=[resource])["RouteTables"]
+    elif kind == "acl":
+        items = ec2.describe_network_acls(NetworkAclIds=[resource])["NetworkAcls"]
+    elif kind == "nat":
+        items = [n for n in ec2.describe_nat_gateways(NatGatewayIds=[resource])["NatGateways"]
+                 if n.get("State") not in ("deleted", "deleting")]
+    elif kind == "pcx":
+        items = [p for p in ec2.describe_vpc_peering_connections(VpcPeeringConnectionIds=[resource])[
+            "VpcPeeringConnections"] if (p.get("Status") or {}).get("Code") != "deleted"]
+    elif kind == "subnet":
+        items = ec2.describe_subnets(SubnetIds=[resource])["Subnets"]
+    elif kind == "igw":
+        items = ec2.describe_internet_gateways(InternetGatewayIds=[resource])["InternetGateways"]
+    elif kind == "vpc":
+        items = ec2.describe_vpcs(VpcIds=[resource])["Vpcs"]
+    else:
+        raise FaultRefused(f"chaos does not know how to verify the tags of {resource}", "unknown-resource")
+    return _tags(items[0]) if items else None
+
+
+def _zone_tags(clients: Clients, zone_id: str) -> dict[str, str]:
+    r53 = clients("route53", "us-east-1")
+    bare = zone_id.split("/")[-1]
+    got = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=bare)
+    return {t["Key"]: t.get("Value", "") for t in got.get("ResourceTagSet", {}).get("Tags", [])}
+
+
+def _bucket_tags(clients: Clients, region: str, bucket: str) -> dict[str, str]:
+    s3 = clients("s3", region)
+    try:
+        got = s3.get_bucket_tagging(Bucket=bucket)
+    except Exception as exc:  # noqa: BLE001 - NoSuchTagSet: a bucket without tags
+        if "NoSuchTagSet" in str(exc) or "NoSuchTagSetError" in str(exc):
+            return {}
+        raise
+    return {t["Key"]: t.get("Value", "") for t in got.get("TagSet", [])}
+
+
+def _refuse_unless_run(what: str, tags: dict[str, str] | None, run_id: str, fault: str) -> None:
+    if tags is None:
+        raise FaultRefused(f"{fault}: target {what} does not exist (any more); nothing injected", "gone")
+    if tags.get(RUN_TAG) != run_id:
+        found = f"Run={tags[RUN_TAG]!r}" if RUN_TAG in tags else "no Run tag"
+        raise FaultRefused(
+            f"{fault}: refusing to touch {what}: it lacks the tag {RUN_TAG}={run_id} of the current run "
+            f"(found {found}); chaos only acts on resources of its own ephemeral run", "not-in-run")
+
+
+# -- the fault base
+
+@dataclass(frozen=True)
+class Fault:
+    """One out-of-band change, aimed at ``target`` in ``region`` for the run ``run_id``.
+
+    Subclasses set ``name`` (the public word used in code, reports and test
+    ids), ``expected_checks`` and ``conditional_checks``, and implement
+    ``select``, ``plan`` and ``_inject``. ``resources`` are the AWS ids it
+    writes to; the ones that are EC2 ids are tag-verified before acting.
+    """
+
+    target: str
+    region: str
+    run_id: str
+
+    name: ClassVar[str] = ""
+    expected_checks: ClassVar[tuple[str, ...]] = ()
+    #: check -> when it also sees the fault (not every group, not every target)
+    conditional_checks: ClassVar[Mapping[str, str]] = {}
+    #: what the fault does, in one line (for the catalog listing and reports)
+    summary: ClassVar[str] = ""
+    repair: ClassVar[str] = REPAIR
+    #: True when the fault adds something Terraform will not delete (``undo`` removes it)
+    adds_unmanaged: ClassVar[bool] = False
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"{type(self).__name__}({args})"
+
+    @property
+    def resources(self) -> tuple[str, ...]:
+        """The AWS ids this fault writes to (faults on disjoint resources can be batched)."""
+        return (self.target,)
+
+    def expected(self) -> tuple[str, ...]:
+        """The checks that should see this fault on this target (``expected_checks`` plus what applies)."""
+        return self.expected_checks
+
+    @classmethod
+    def select(cls, snapshot: Mapping[str, Any], run_id: str, group: str,
+               rng_or_index: int | random.Random = 0) -> "Fault | None":
+        raise NotImplementedError
+
+    def plan(self, ec2: Any = None) -> list[str]:
+        """The calls ``inject`` would make, as text; touches nothing."""
+        raise NotImplementedError
+
+    def verify_targets(self, clients: Clients) -> None:
+        """Describe every resource this fault writes to; refuse unless each carries ``Run=<run_id>``."""
+        for resource in self.resources:
+            _refuse_unless_run(resource, _describe_tags(clients, self.region, resource), self.run_id, self.name)
+
+    def inject(self, clients: Clients) -> None:
+        """Verify the targets, then make the change."""
+        self.verify_targets(clients)
+        self._inject(clients)
+
+    def _inject(self, clients: Clients) -> None:
+        raise NotImplementedError
+
+    def undo(self, clients: Clients) -> None:
+        """Remove what the fault added outside Terraform; nothing for faults an apply repairs alone."""
+        return None
+
+
+# -- instances
+
+def _wait_state(ec2: Any, instance_id: str, state: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        res = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+        now = res[0]["Instances"][0]["State"]["Name"] if res else "gone"
+        if now == state:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{instance_id} still {now}, waited {timeout:.0f} s for {state}")
+        time.sleep(0.5 if now in ("pending", "stopping") else 0.1)
+
+
+#: Instance types to switch to, in order of preference.
+_OTHER_TYPES = ("t3.small", "t3.medium", "t3.micro")
+
+
+@dataclass(frozen=True, repr=False)
+class InstanceTypeChanged(Fault):
+    """The instance is stopped, resized in place and started again (a mutation, not a replacement)."""
+
+    instance_type: str = "t3.small"
+
+    name: ClassVar[str] = "instance_type_changed"
+    expected_checks: ClassVar[tuple[str, ...]] = ("mutation", "drift")
+    summary: ClassVar[str] = "stop the instance, change its type in place, start it"
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        inst = _pick(_instances(snapshot, run_id), rng_or_index)
+        if inst is None:
+            return None
+        new = next(t for t in _OTHER_TYPES if t != inst.get("InstanceType"))
+        return cls(inst["InstanceId"], snapshot.get("region", ""), run_id, new)
+
+    def plan(self, ec2=None):
+        return [
+            f"ec2.stop_instances(InstanceIds=[{self.target!r}]) and wait until stopped",
+            f"ec2.modify_instance_attribute(InstanceId={self.target!r}, InstanceType={{'Value': {self.instance_type!r}}})",
+            f"ec2.start_instances(InstanceIds=[{self.target!r}])",
+        ]
+
+    def _inject(self, clients):
+        ec2 = clients("ec2", self.region)
+        ec2.stop_instances(InstanceIds=[self.target])
+        _wait_state(ec2, self.target, "stopped")
+        ec2.modify_instance_attribute(InstanceId=self.target, InstanceType={"Value": self.instance_type})
+        ec2.start_instances(InstanceIds=[self.target])
+
+
+@dataclass(frozen=True, repr=False)
+class ExtraSgAttached(Fault):
+    """One more security group of the VPC attached to a running instance."""
+
+    security_group: str = ""
+
+    name: ClassVar[str] = "extra_sg_attached"
+    expected_checks: ClassVar[tuple[str, ...]] = ("mutation", "drift")
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when the extra group opens an isolated pair (an [[isolation]] entry) to the instance",
+    }
+    summary: ClassVar[str] = "attach another security group of the VPC to the instance"
+
+    @property
+    def resources(self):
+        return (self.target, self.security_group)
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        sgs = sorted(
+            (g for g in snapshot.get("security_groups", []) if _has_run(g, run_id)),
+            key=lambda g: g["GroupId"])
+        pairs = []
+        for inst in _instances(snapshot, run_id):
+            have = set(_instance_sgs(inst))
+            pairs += [(inst, g) for g in sgs if g["GroupId"] not in have and g.get("VpcId") == inst.get("VpcId")]
+        pair = _pick(pairs, rng_or_index)
+        if pair is None:
+            return None
+        return cls(pair[0]["InstanceId"], snapshot.get("region", ""), run_id, pair[1]["GroupId"])
+
+    def plan(self, ec2=None):
+        return [
+            f"ec2.describe_instances(InstanceIds=[{self.target!r}]) for its security groups",
+            f"ec2.modify_instance_attribute(InstanceId={self.target!r}, Groups=<its groups> + [{self.security_group!r}])",
+        ]
+
+    def _inject(self, clients):
+        ec2 = clients("ec2", self.region)
+        inst = ec2.describe_instances(InstanceIds=[self.target])["Reservations"][0]["Instances"][0]
+        groups = _instance_sgs(inst)
+        ec2.modify_instance_attribute(InstanceId=self.target, Groups=groups + [self.security_group])
+
+
+@dataclass(frozen=True, repr=False)
+class SourceDestCheckDisabled(Fault):
+    """The instance may now forward traffic that is not its own (a NAT-box trick)."""
+
+    name: ClassVar[str] = "source_dest_check_disabled"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
+    summary: ClassVar[str] = "disable the source/destination check of the instance"
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        inst = _pick(_instances(snapshot, run_id), rng_or_index)
+        return None if inst is None else cls(inst["InstanceId"], snapshot.get("region", ""), run_id)
+
+    def plan(self, ec2=None):
+        return [f"ec2.modify_instance_attribute(InstanceId={self.target!r}, SourceDestCheck={{'Value': False}})"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).modify_instance_attribute(InstanceId=self.target, SourceDestCheck={"Value": False})
+
+
+@dataclass(frozen=True, repr=False)
+class _TagFlipped(Fault):
+    tag: ClassVar[str] = ""
+    value: str = ""
+
+    @classmethod
+    def _new_value(cls, current: str, snapshot: Mapping[str, Any], run_id: str) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        candidates = [i for i in _instances(snapshot, run_id) if cls.tag in _tags(i)]
+        inst = _pick(candidates, rng_or_index)
+        if inst is None:
+            return None
+        return cls(inst["InstanceId"], snapshot.get("region", ""), run_id,
+                   cls._new_value(_tags(inst)[cls.tag], snapshot, run_id))
+
+    def plan(self, ec2=None):
+        return [f"ec2.create_tags(Resources=[{self.target!r}], Tags=[{{'Key': {self.tag!r}, 'Value': {self.value!r}}}])"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).create_tags(Resources=[self.target], Tags=[{"Key": self.tag, "Value": self.value}])
+
+
+@dataclass(frozen=True, repr=False)
+class RoleTagFlipped(_TagFlipped):
+    """The Role tag names another role: the next Ansible run configures the server as something else."""
+
+    tag: ClassVar[str] = "Role"
+    name: ClassVar[str] = "role_tag_flipped"
+    # the live fingerprint keeps every tag, Role included (never metadata)
+    expected_checks: ClassVar[tuple[str, ...]] = ("mutation", "drift", "roles")
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when the instance was the only one of its role in a declared flow (the flow loses an end)",
+    }
+    summary: ClassVar[str] = "change the instance's Role tag to another role"
+
+    @classmethod
+    def _new_value(cls, current, snapshot, run_id):
+        others = sorted({_tags(i).get("Role", "") for i in _instances(snapshot, run_id, None)} - {current, ""})
+        return others[0] if others else f"not-{current}"
+
+
+@dataclass(frozen=True, repr=False)
+class GroupTagFlipped(_TagFlipped):
+    """The Group tag names another group: the server leaves its group's books."""
+
+    tag: ClassVar[str] = "Group"
+    name: ClassVar[str] = "group_tag_flipped"
+    expected_checks: ClassVar[tuple[str, ...]] = ("mutation", "drift", "roles")
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when the instance was the only one of its role in a declared flow (flows match role@group)",
+    }
+    summary: ClassVar[str] = "change the instance's Group tag to another group"
+
+    @classmethod
+    def _new_value(cls, current, snapshot, run_id):
+        return f"{current}-elsewhere"
+
+
+# -- security groups
+
+def _world_ssh(sg: Mapping[str, Any]) -> bool:
+    for perm in sg.get("IpPermissions") or ():
+        ok_port = str(perm.get("IpProtocol")) == "-1" or (
+            perm.get("FromPort") is not None and perm["FromPort"] <= 22 <= perm.get("ToPort", perm["FromPort"]))
+        if ok_port and any(r.get("CidrIp") == "0.0.0.0/0" for r in perm.get("IpRanges") or ()):
+            return True
+    return False
+
+
+@dataclass(frozen=True, repr=False)
+class SgOpenedToWorld(Fault):
+    """SSH (tcp 22) opened to 0.0.0.0/0 on one of the group's security groups."""
+
+    name: ClassVar[str] = "sg_opened_to_world"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when a routed peer holds an isolated source on port 22 of a member (isolation broken)",
+    }
+    summary: ClassVar[str] = "authorize tcp 22 from 0.0.0.0/0 on a security group"
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        sgs = sorted((g for g in snapshot.get("security_groups", [])
+                      if _has_run(g, run_id) and not _world_ssh(g)), key=lambda g: g["GroupId"])
+        sg = _pick(sgs, rng_or_index)
+        return None if sg is None else cls(sg["GroupId"], snapshot.get("region", ""), run_id)
+
+    def plan(self, ec2=None):
+        return [f"ec2.authorize_security_group_ingress(GroupId={self.target!r}, IpPermissions=[tcp 22 from 0.0.0.0/0])"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).authorize_security_group_ingress(GroupId=self.target, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+            "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "chaos: sg_opened_to_world"}],
+        }])
+
+
+@dataclass(frozen=True, repr=False)
+class FlowRuleRevoked(Fault):
+    """An ingress rule that carries a declared flow (from another group's CIDR) revoked."""
+
+    protocol: str = "tcp"
+    from_port: int = 0
+    to_port: int = 0
+    cidr: str = ""
+
+    name: ClassVar[str] = "flow_rule_revoked"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift", "reachability")
+    summary: ClassVar[str] = "revoke an ingress rule whose source is another group's CIDR"
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        peers = _peer_cidrs(snapshot)
+        own = {v.get("CidrBlock") for v in snapshot.get("vpcs", [])}
+        rules: dict[str, list[tuple[str, dict[str, Any], str]]] = {"peer": [], "own": []}
+        for sg in sorted(snapshot.get("security_groups", []), key=lambda g: g["GroupId"]):
+            if not _has_run(sg, run_id):
+                continue
+            for perm in sg.get("IpPermissions") or ():
+                for rng in perm.get("IpRanges") or ():
+                    cidr = rng.get("CidrIp", "")
+                    if cidr in peers:
+                        rules["peer"].append((sg["GroupId"], perm, cidr))
+                    elif cidr in own:
+                        rules["own"].append((sg["GroupId"], perm, cidr))
+        chosen = _pick(rules["peer"] or rules["own"], rng_or_index)
+        if chosen is None:
+            return None
+        sg_id, perm, cidr = chosen
+        return cls(sg_id, snapshot.get("region", ""), run_id, str(perm.get("IpProtocol")),
+                   int(perm.get("FromPort", -1)), int(perm.get("ToPort", -1)), cidr)
+
+    def _permission(self) -> dict[str, Any]:
+        perm: dict[str, Any] = {"IpProtocol": self.protocol, "IpRanges": [{"CidrIp": self.cidr}]}
+        if self.protocol != "-1":
+            perm.update(FromPort=self.from_port, ToPort=self.to_port)
+        return perm
+
+    def plan(self, ec2=None):
+        return [f"ec2.revoke_security_group_ingress(GroupId={self.target!r}, IpPermissions=[{self._permission()!r}])"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).revoke_security_group_ingress(GroupId=self.target, IpPermissions=[self._permission()])
+
+
+# -- routes, peering, ACLs, NAT
+
+def _route_candidates(snapshot: Mapping[str, Any], run_id: str, kinds: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(route table, destination, via) of active non-local routes, by preference of ``kinds``."""
+    found: dict[str, list[tuple[str, str, str]]] = {k: [] for k in kinds}
+    for table in sorted(snapshot.get("route_tables", []), key=lambda t: t["RouteTableId"]):
+        if not _has_run(table, run_id):
+            continue
+        for route in table.get("Routes") or ():
+            via = _route_via(route)
+            if via and via[0] in found:
+                found[via[0]].append((table["RouteTableId"], route["DestinationCidrBlock"], via[0]))
+    return [c for k in found for c in found[k]]
+
+
+@dataclass(frozen=True, repr=False)
+class RouteDeleted(Fault):
+    """A non-local route deleted from a route table (peering routes first: they carry declared flows)."""
+
+    destination: str = ""
+    via: str = ""
+
+    name: ClassVar[str] = "route_deleted"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when the route carries a declared flow (via='peering')",
+    }
+    summary: ClassVar[str] = "delete a non-local route (peering, NAT or Internet gateway)"
+
+    def expected(self):
+        return self.expected_checks + (("reachability",) if self.via == "peering" else ())
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        cands = _route_candidates(snapshot, run_id, ("peering", "nat", "gateway"))
+        # the preferred kind only, so index 0 is always a flow-carrying route when there is one
+        cands = [c for c in cands if c[2] == cands[0][2]] if cands else []
+        chosen = _pick(cands, rng_or_index)
+        return None if chosen is None else cls(chosen[0], snapshot.get("region", ""), run_id, chosen[1], chosen[2])
+
+    def plan(self, ec2=None):
+        return [f"ec2.delete_route(RouteTableId={self.target!r}, DestinationCidrBlock={self.destination!r})"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).delete_route(RouteTableId=self.target, DestinationCidrBlock=self.destination)
+
+
+@dataclass(frozen=True, repr=False)
+class RouteHijacked(Fault):
+    """A peering or NAT route now points at the Internet gateway."""
+
+    destination: str = ""
+    via: str = ""
+    gateway: str = ""
+
+    name: ClassVar[str] = "route_hijacked"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when the hijacked route carried a declared flow (via='peering')",
+    }
+    summary: ClassVar[str] = "replace a peering/NAT route's target with the Internet gateway"
+
+    def expected(self):
+        return self.expected_checks + (("reachability",) if self.via == "peering" else ())
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        igw_of = {a.get("VpcId"): g["InternetGatewayId"]
+                  for g in snapshot.get("internet_gateways", []) for a in g.get("Attachments") or ()}
+        vpc_of = {t["RouteTableId"]: t.get("VpcId") for t in snapshot.get("route_tables", [])}
+        cands = [c for c in _route_candidates(snapshot, run_id, ("peering", "nat")) if igw_of.get(vpc_of[c[0]])]
+        cands = [c for c in cands if c[2] == cands[0][2]] if cands else []
+        chosen = _pick(cands, rng_or_index)
+        if chosen is None:
+            return None
+        return cls(chosen[0], snapshot.get("region", ""), run_id, chosen[1], chosen[2], igw_of[vpc_of[chosen[0]]])
+
+    def plan(self, ec2=None):
+        return [f"ec2.replace_route(RouteTableId={self.target!r}, DestinationCidrBlock={self.destination!r}, "
+                f"GatewayId={self.gateway!r})"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).replace_route(
+            RouteTableId=self.target, DestinationCidrBlock=self.destination, GatewayId=self.gateway)
+
+
+@dataclass(frozen=True, repr=False)
+class PeeringDeleted(Fault):
+    """A VPC peering connection of the group deleted (its routes become blackholes)."""
+
+    name: ClassVar[str] = "peering_deleted"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift", "reachability")
+    summary: ClassVar[str] = "delete a VPC peering connection"
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        pcxs = sorted((p for p in _own_peerings(snapshot)
+                       if _has_run(p, run_id) and (p.get("Status") or {}).get("Code") == "active"),
+                      key=lambda p: p["VpcPeeringConnectionId"])
+        pcx = _pick(pcxs, rng_or_index)
+        return None if pcx is None else cls(pcx["VpcPeeringConnectionId"], snapshot.get("region", ""), run_id)
+
+    def plan(self, ec2=None):
+        return [f"ec2.delete_vpc_peering_connection(VpcPeeringConnectionId={self.target!r})"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).delete_vpc_peering_connection(VpcPeeringConnectionId=self.target)
+
+
+@dataclass(frozen=True, repr=False)
+class AclDenyAdded(Fault):
+    """Rule number 1 of a network ACL denies inbound SSH: it wins over every allow."""
+
+    name: ClassVar[str] = "acl_deny_added"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift", "reachability")
+    summary: ClassVar[str] = "add ACL rule 1: deny tcp 22 inbound from 0.0.0.0/0"
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        acls = sorted((a for a in snapshot.get("network_acls", [])
+                       if _has_run(a, run_id) and a.get("Associations")
+                       and not any(e.get("RuleNumber") == 1 and not e.get("Egress") for e in a.get("Entries") or ())),
+                      key=lambda a: a["NetworkAclId"])
+        acl = _pick(acls, rng_or_index)
+        return None if acl is None else cls(acl["NetworkAclId"], snapshot.get("region", ""), run_id)
+
+    def plan(self, ec2=None):
+        return [f"ec2.create_network_acl_entry(NetworkAclId={self.target!r}, RuleNumber=1, Egress=False, "
+                "Protocol='6', RuleAction='deny', CidrBlock='0.0.0.0/0', PortRange={'From': 22, 'To': 22})"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).create_network_acl_entry(
+            NetworkAclId=self.target, RuleNumber=1, Egress=False, Protocol="6", RuleAction="deny",
+            CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
+
+
+@dataclass(frozen=True, repr=False)
+class NatDeleted(Fault):
+    """The NAT gateway deleted: private subnets lose their way out (no declared flow uses it)."""
+
+    name: ClassVar[str] = "nat_deleted"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
+    summary: ClassVar[str] = "delete the NAT gateway"
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        nats = sorted((n for n in snapshot.get("nat_gateways", [])
+                       if _has_run(n, run_id) and n.get("State") in ("available", "pending")),
+                      key=lambda n: n["NatGatewayId"])
+        nat = _pick(nats, rng_or_index)
+        return None if nat is None else cls(nat["NatGatewayId"], snapshot.get("region", ""), run_id)
+
+    def plan(self, ec2=None):
+        return [f"ec2.delete_nat_gateway(NatGatewayId={self.target!r})"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).delete_nat_gateway(NatGatewayId=self.target)
+
+
+# -- instances that go or come
+
+@dataclass(frozen=True, repr=False)
+class InstanceTerminated(Fault):
+    """A managed instance terminated out of band."""
+
+    name: ClassVar[str] = "instance_terminated"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift", "roles")
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when it was the only instance of its role in a declared flow",
+    }
+    summary: ClassVar[str] = "terminate an instance"
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        inst = _pick(_instances(snapshot, run_id), rng_or_index)
+        return None if inst is None else cls(inst["InstanceId"], snapshot.get("region", ""), run_id)
+
+    def plan(self, ec2=None):
+        return [f"ec2.terminate_instances(InstanceIds=[{self.target!r}])"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).terminate_instances(InstanceIds=[self.target])
+
+
+@dataclass(frozen=True, repr=False)
+class RogueInstance(Fault):
+    """An instance launched by hand into the group's subnet, without Role, Group or Name.
+
+    It carries only the run's ``Run`` tag, so that ``undo`` and the run's
+    reaper find it; none of our checks look at that tag.
+    """
+
+    image: str = ""
+    instance_type: str = "t3.micro"
+
+    name: ClassVar[str] = "rogue_instance"
+    expected_checks: ClassVar[tuple[str, ...]] = ("unmanaged", "roles")
+    summary: ClassVar[str] = "launch an instance without Role/Group tags into a subnet of the group"
+    adds_unmanaged: ClassVar[bool] = True
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        subnets = sorted((s for s in snapshot.get("subnets", []) if _has_run(s, run_id)), key=lambda s: s["SubnetId"])
+        subnet = _pick(subnets, rng_or_index)
+        images = sorted({i["ImageId"] for i in _instances(snapshot, run_id, None) if i.get("ImageId")})
+        if subnet is None or not images:
+            return None
+        return cls(subnet["SubnetId"], snapshot.get("region", ""), run_id, images[0])
+
+    def plan(self, ec2=None):
+        return [f"ec2.run_instances(ImageId={self.image!r}, InstanceType={self.instance_type!r}, "
+                f"SubnetId={self.target!r}, MinCount=1, MaxCount=1, tags: only Run={self.run_id!r})"]
+
+    def _inject(self, clients):
+        clients("ec2", self.region).run_instances(
+            ImageId=self.image, InstanceType=self.instance_type, SubnetId=self.target, MinCount=1, MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": RUN_TAG, "Value": self.run_id}]}])
+
+    def added(self, clients: Clients) -> list[str]:
+        """The rogue instances alive in the subnet: Run tag of this run, no Role, no Group."""
+        ec2 = clients("ec2", self.region)
+        res = ec2.describe_instances(Filters=[
+            {"Name": "subnet-id", "Values": [self.target]},
+            {"Name": f"tag:{RUN_TAG}", "Values": [self.run_id]},
+        ])["Reservations"]
+        return sorted(i["InstanceId"] for r in res for i in r["Instances"]
+                      if _alive(i) and not {"Role", "Group"} & set(_tags(i)))
+
+    def undo(self, clients):
+        ids = self.added(clients)
+        if ids:
+            clients("ec2", self.region).terminate_instances(InstanceIds=ids)
+
+
+@dataclass(frozen=True, repr=False)
+class StaleAmiReplacement(Fault):
+    """The instance replaced out of band by one from the previous Packer run's AMI, same tags.
+
+    ``image`` is the stale AMI: given, or found by ``select`` as an AMI of the
+    same ``Template`` whose ``PackerRunUUID`` differs from the current one's.
+    """
+
+    image: str = ""
+
+    name: ClassVar[str] = "stale_ami_replacement"
+    expected_checks: ClassVar[tuple[str, ...]] = ("parity", "unmanaged", "drift")
+    summary: ClassVar[str] = "terminate the instance and launch its twin from a previous run's AMI"
+    adds_unmanaged: ClassVar[bool] = True
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        images = {i["ImageId"]: i for i in snapshot.get("images", [])}
+        pairs = []
+        for inst in _instances(snapshot, run_id):
+            current = _tags(images.get(inst.get("ImageId"), {}))
+            if not current.get("PackerRunUUID"):
+                continue
+            for image in sorted(images.values(), key=lambda i: i["ImageId"]):
+                t = _tags(image)
+                if t.get("Template") == current.get("Template") and t.get("PackerRunUUID") not in (
+                        None, current["PackerRunUUID"]):
+                    pairs.append((inst, image))
+        pair = _pick(pairs, rng_or_index)
+        if pair is None:
+            return None
+        return cls(pair[0]["InstanceId"], snapshot.get("region", ""), run_id, pair[1]["ImageId"])
+
+    def plan(self, ec2=None):
+        return [
+            f"ec2.describe_instances(InstanceIds=[{self.target!r}]) for its type, subnet, groups and tags",
+            f"ec2.terminate_instances(InstanceIds=[{self.target!r}])",
+            f"ec2.run_instances(ImageId={self.image!r}, same type, subnet, security groups and tags)",
+        ]
+
+    def _inject(self, clients):
+        ec2 = clients("ec2", self.region)
+        inst = ec2.describe_instances(InstanceIds=[self.target])["Reservations"][0]["Instances"][0]
+        tags = [{"Key": k, "Value": v} for k, v in _tags(inst).items() if not k.startswith("aws:")]
+        ec2.terminate_instances(InstanceIds=[self.target])
+        kwargs: dict[str, Any] = {
+            "ImageId": self.image, "InstanceType": inst.get("InstanceType", "t3.micro"),
+            "MinCount": 1, "MaxCount": 1,
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
+        }
+        if inst.get("SubnetId"):
+            kwargs["SubnetId"] = inst["SubnetId"]
+        if _instance_sgs(inst):
+            kwargs["SecurityGroupIds"] = _instance_sgs(inst)
+        ec2.run_instances(**kwargs)
+
+    def added(self, clients: Clients) -> list[str]:
+        """The out-of-band replacements alive: this run's instances on the stale AMI."""
+        res = clients("ec2", self.region).describe_instances(Filters=[
+            {"Name": "image-id", "Values": [self.image]},
+            {"Name": f"tag:{RUN_TAG}", "Values": [self.run_id]},
+        ])["Reservations"]
+        return sorted(i["InstanceId"] for r in res for i in r["Instances"] if _alive(i))
+
+    def undo(self, clients):
+        ids = self.added(clients)
+        if ids:
+            clients("ec2", self.region).terminate_instances(InstanceIds=ids)
+
+
+# -- DNS and storage (not in the EC2 snapshot: see describe_extras)
+
+@dataclass(frozen=True, repr=False)
+class Route53RecordChanged(Fault):
+    """An A record of the group's private zone now points elsewhere."""
+
+    record: str = ""
+    value: str = "192.0.2.1"
+
+    name: ClassVar[str] = "route53_record_changed"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
+    summary: ClassVar[str] = "change the value of an A record in the group's private zone"
+
+    @property
+    def resources(self):
+        return (f"{self.target}/{self.record}",)
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        records = []
+        for zone in sorted(snapshot.get("hosted_zones", []), key=lambda z: z["Id"]):
+            if zone.get("Tags", {}).get(RUN_TAG) != run_id:
+                continue
+            for rr in zone.get("Records", []):
+                if rr.get("Type") == "A" and rr.get("ResourceRecords"):
+                    records.append((zone["Id"].split("/")[-1], rr))
+        chosen = _pick(sorted(records, key=lambda r: (r[0], r[1]["Name"])), rng_or_index)
+        if chosen is None:
+            return None
+        current = {r["Value"] for r in chosen[1]["ResourceRecords"]}
+        value = next(f"192.0.2.{n}" for n in range(1, 255) if f"192.0.2.{n}" not in current)
+        return cls(chosen[0], snapshot.get("region", ""), run_id, chosen[1]["Name"], value)
+
+    def verify_targets(self, clients):
+        _refuse_unless_run(f"hosted zone {self.target}", _zone_tags(clients, self.target), self.run_id, self.name)
+
+    def _batch(self) -> dict[str, Any]:
+        return {"Changes": [{"Action": "UPSERT", "ResourceRecordSet": {
+            "Name": self.record, "Type": "A", "TTL": 60, "ResourceRecords": [{"Value": self.value}]}}]}
+
+    def plan(self, ec2=None):
+        return [f"route53.change_resource_record_sets(HostedZoneId={self.target!r}, "
+                f"UPSERT A {self.record!r} -> {self.value!r})"]
+
+    def _inject(self, clients):
+        clients("route53", self.region or "us-east-1").change_resource_record_sets(
+            HostedZoneId=self.target, ChangeBatch=self._batch())
+
+
+_PUBLIC_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Sid": "ChaosPublicRead", "Effect": "Allow", "Principal": "*",
+                   "Action": "s3:GetObject", "Resource": "arn:aws:s3:::{bucket}/*"}],
+}
+
+
+@dataclass(frozen=True, repr=False)
+class S3MadePublic(Fault):
+    """The group's bucket made world-readable, by a public bucket policy or the public-read ACL.
+
+    Blind spot, said plainly: no check of ours sees this in the seed groups.
+    They declare ``aws_s3_bucket`` with neither ``policy`` nor ``acl``;
+    provider 3.39.0 reads a bucket policy back only when its state holds one
+    and never reads the ACL back, so even a refresh-only plan shows nothing.
+    A group that declares the policy (``policy`` or ``aws_s3_bucket_policy``)
+    gets drift for ``method='policy'``: construct with ``policy_managed=True``.
+    """
+
+    method: str = "policy"
+    policy_managed: bool = False
+
+    name: ClassVar[str] = "s3_made_public"
+    expected_checks: ClassVar[tuple[str, ...]] = ()
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "drift": "only when the group's Terraform declares the bucket policy and method='policy' "
+                 "(provider 3.39.0 never reads the ACL back); the seed groups declare neither",
+    }
+    summary: ClassVar[str] = "make the group's bucket public (public-read policy or ACL)"
+
+    def expected(self):
+        return ("drift",) if self.policy_managed and self.method == "policy" else ()
+
+    @classmethod
+    def select(cls, snapshot, run_id, group, rng_or_index=0):
+        buckets = sorted((b for b in snapshot.get("buckets", []) if b.get("Tags", {}).get(RUN_TAG) == run_id),
+                         key=lambda b: b["Name"])
+        bucket = _pick(buckets, rng_or_index)
+        return None if bucket is None else cls(bucket["Name"], snapshot.get("region", ""), run_id)
+
+    def verify_targets(self, clients):
+        _refuse_unless_run(f"bucket {self.target}", _bucket_tags(clients, self.region, self.target),
+                           self.run_id, self.name)
+
+    def _policy(self) -> str:
+        return json.dumps(_PUBLIC_POLICY).replace("{bucket}", self.target)
+
+    def plan(self, ec2=None):
+        if self.method == "acl":
+            return [f"s3.put_bucket_acl(Bucket={self.target!r}, ACL='public-read')"]
+        return [f"s3.put_bucket_policy(Bucket={self.target!r}, Policy=<s3:GetObject for Principal '*'>)"]
+
+    def _inject(self, clients):
+        s3 = clients("s3", self.region)
+        if self.method == "acl":
+            s3.put_bucket_acl(Bucket=self.target, ACL="public-read")
+        else:
+            s3.put_bucket_policy(Bucket=self.target, Policy=self._policy())
+
+
+#: The fault catalog: public name -> fault type.
+CATALOG: dict[str, type[Fault]] = {
+    cls.name: cls
+    for cls in (
+        InstanceTypeChanged, ExtraSgAttached, SourceDestCheckDisabled, RoleTagFlipped, GroupTagFlipped,
+        SgOpenedToWorld, FlowRuleRevoked, RouteDeleted, RouteHijacked, PeeringDeleted, AclDenyAdded,
+        NatDeleted, InstanceTerminated, RogueInstance, Route53RecordChanged, S3MadePublic, StaleAmiReplacement,
+    )
+}
+
+
+def catalog_table() -> list[dict[str, Any]]:
+    """The catalog as rows (name, summary, expected and conditional checks, repair), for reports and docs."""
+    return [{
+        "fault": name, "summary": cls.summary, "expected_checks": list(cls.expected_checks),
+        "conditional_checks": dict(cls.conditional_checks), "repair": cls.repair,
+        "undo": cls.adds_unmanaged,
+    } for name, cls in CATALOG.items()]
+
+
+def describe_extras(clients: Clients, region: str, vpc_ids: Sequence[str]) -> dict[str, Any]:
+    """What the DNS, storage and image faults select from (read-only, like ``describe_group``).
+
+    ``hosted_zones``: private zones associated with the VPCs, with ``Tags``
+    (dict) and their ``Records``; ``buckets``: every bucket with its ``Tags``
+    (dict) (select keeps the run's); ``images``: this account's AMIs.
+    """
+    r53 = clients("route53", region)
+    zones = []
+    for vpc in vpc_ids:
+        for summary in r53.list_hosted_zones_by_vpc(VPCId=vpc, VPCRegion=region).get("HostedZoneSummaries", []):
+            zone_id = summary["HostedZoneId"].split("/")[-1]
+            if any(z["Id"] == zone_id for z in zones):
+                continue
+            records = r53.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+            zones.append({"Id": zone_id, "Name": summary.get("Name", ""), "Tags": _zone_tags(clients, zone_id),
+                          "Records": records})
+    s3 = clients("s3", region)
+    buckets = [{"Name": b["Name"], "Tags": _bucket_tags(clients, region, b["Name"])}
+               for b in s3.list_buckets().get("Buckets", [])]
+    images = clients("ec2", region).describe_images(Owners=["self"]).get("Images", [])
+    return {"hosted_zones": zones, "buckets": buckets, "images": images}
+
+
+def selectable(snapshot: Mapping[str, Any], run_id: str, group: str,
+               names: Iterable[str] | None = None, rng_or_index: int | random.Random = 0) -> list[Fault]:
+    """One fault per catalog entry that finds a target in the snapshot."""
+    out = []
+    for name in names or CATALOG:
+        fault = CATALOG[name].select(snapshot, run_id, group, rng_or_index)
+        if fault is not None:
+            out.append(fault)
+    return out
+
+
+def fault_strategy(snapshot: Mapping[str, Any], run_id: str, group: str, names: Iterable[str] | None = None) -> Any:
+    """A Hypothesis strategy of faults with targets in the snapshot (for state machines)."""
+    from hypothesis import strategies as st
+
+    usable = [n for n in (names or CATALOG) if CATALOG[n].select(snapshot, run_id, group, 0) is not None]
+    if not usable:
+        return st.nothing()
+    return st.builds(
+        lambda name, index: CATALOG[name].select(snapshot, run_id, group, index),
+        st.sampled_from(usable), st.integers(min_value=0, max_value=63))
+
+
+def disjoint(faults: Iterable[Fault]) -> bool:
+    """True when no two faults write to the same resource (so they can be injected in one batch)."""
+    seen: set[str] = set()
+    for fault in faults:
+        mine = set(fault.resources)
+        if mine & seen:
+            return False
+        seen |= mine
+    return True
+
+
+# -- the orchestrator
+
+@dataclass
+class Injection:
+    """What happened to one fault: planned (dry run) or injected, with the planned calls."""
+
+    fault: Fault
+    calls: list[str]
+    injected: bool
+
+
+class Chaos:
+    """Injects faults for one run, under the run's safety rules.
+
+    Audit mode refuses every fault before anything is read or written; a dry
+    run records the planned calls and touches nothing. A fault made for
+    another run is refused too.
+    """
+
+    def __init__(self, clients: Clients, run_id: str, audit: bool = False, dry_run: bool = False) -> None:
+        self.clients = clients
+        self.run_id = run_id
+        self.audit = audit
+        self.dry_run = dry_run
+        self.history: list[Injection] = []
+
+    def __repr__(self) -> str:
+        return f"Chaos(run_id={self.run_id!r}, audit={self.audit!r}, dry_run={self.dry_run!r})"
+
+    def _allowed(self, fault: Fault) -> None:
+        if self.audit:
+            raise FaultRefused(
+                f"chaos is refused in --audit mode (audits never write): {fault.name} on {fault.target} "
+                "was not injected; run without --audit on an ephemeral run to inject faults", "audit")
+        if fault.run_id != self.run_id:
+            raise FaultRefused(f"{fault.name} on {fault.target} was made for run {fault.run_id!r}, "
+                               f"not for this run {self.run_id!r}", "other-run")
+
+    def inject(self, fault: Fault) -> list[str]:
+        """Inject the fault (or only plan it on a dry run); return the planned calls."""
+        self._allowed(fault)
+        calls = fault.plan()
+        if not self.dry_run:
+            fault.inject(self.clients)
+        self.history.append(Injection(fault, calls, injected=not self.dry_run))
+        return calls
+
+    def inject_all(self, faults: Sequence[Fault]) -> list[list[str]]:
+        """A batch of faults on disjoint resources."""
+        if not disjoint(faults):
+            raise FaultRefused("faults of one batch must act on disjoint resources: "
+                               + ", ".join(f"{f.name}:{'/'.join(f.resources)}" for f in faults), "not-disjoint")
+        return [self.inject(f) for f in faults]
+
+    def undo(self, fault: Fault) -> None:
+        """Remove what the fault added outside Terraform (never in audit mode, nothing on a dry run)."""
+        self._allowed(fault)
+        if not self.dry_run:
+            fault.undo(self.clients)
+
+    @property
+    def injected(self) -> list[Fault]:
+        return [i.fault for i in self.history if i.injected]
+
+
+# -- the detection matrix
+
+def detection_matrix(results: Iterable[tuple[str, Sequence[str], Sequence[str]]]) -> dict[str, Any]:
+    """Fault x check, from (fault name, expected checks, detected checks) per injection.
+
+    A cell is ``detected`` (expected and seen every time), ``missed``
+    (expected, not seen at least once), ``not-expected`` or ``unexpected``
+    (seen without being expected). ``ratio`` is expected detections made over
+    expected detections (1.0 when nothing was expected).
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    expected_total = detected_total = 0
+    for fault, expected, detected in results:
+        row = rows.setdefault(fault, {"fault": fault, "runs": 0, "expected": {}, "detected": {}})
+        row["runs"] += 1
+        exp, det = set(expected), set(detected)
+        for check in exp | det:
+            if check not in CHECKS:
+                raise ValueError(f"unknown check {check!r} for fault {fault}; checks are {', '.join(CHECKS)}")
+        for check in exp:
+            row["expected"][check] = row["expected"].get(check, 0) + 1
+            expected_total += 1
+            if check in det:
+                row["detected"][check] = row["detected"].get(check, 0) + 1
+                detected_total += 1
+        for check in det - exp:
+            row.setdefault("unexpected", {})
+            row["unexpected"][check] = row["unexpected"].get(check, 0) + 1
+    out_rows = []
+    for fault, row in rows.items():
+        cells = {}
+        for check in CHECKS:
+            want = row["expected"].get(check, 0)
+            got = row["detected"].get(check, 0)
+            if want:
+                cells[check] = DETECTED if got == want else MISSED
+            elif row.get("unexpected", {}).get(check):
+                cells[check] = UNEXPECTED
+            else:
+                cells[check] = NOT_EXPECTED
+        out_rows.append({"fault": fault, "runs": row["runs"], "cells": cells,
+                         "expected": sorted(row["expected"], key=CHECKS.index),
+                         "detected": sorted(set(row["detected"]) | set(row.get("unexpected", {})),
+                                            key=CHECKS.index)})
+    return {
+        "checks": list(CHECKS),
+        "rows": out_rows,
+        "expected": expected_total,
+        "detected": detected_total,
+        "ratio": (detected_total / expected_total) if expected_total else 1.0,
+    }
+
+
+def missed(matrix: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(fault, check) pairs where an expected check did not see the fault."""
+    return [(row["fault"], check) for row in matrix["rows"] for check in matrix["checks"]
+            if row["cells"][check] == MISSED]
+
+
+_MD_CELL = {DETECTED: "detected", MISSED: "**MISSED**", NOT_EXPECTED: "·", UNEXPECTED: "also seen"}
+
+
+def matrix_markdown(matrix: Mapping[str, Any]) -> str:
+    checks = matrix["checks"]
+    lines = [
+        "# Chaos detection matrix",
+        "",
+        f"Detection ratio: {matrix['detected']}/{matrix['expected']} expected detections "
+        f"({matrix['ratio']:.0%}).",
+        "",
+        "| fault | runs | " + " | ".join(checks) + " |",
+        "| --- | ---: | " + " | ".join("---" for _ in checks) + " |",
+    ]
+    for row in matrix["rows"]:
+        lines.append(f"| {row['fault']} | {row['runs']} | "
+                     + " | ".join(_MD_CELL[row["cells"][c]] for c in checks) + " |")
+    gaps = missed(matrix)
+    lines += ["", "Missed: " + (", ".join(f"{f} by {c}" for f, c in gaps) if gaps else "none") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_matrix(matrix: Mapping[str, Any], reports_dir: str | Path) -> list[Path]:
+    """Write reports/chaos-matrix.json and reports/chaos-matrix.md; return their paths."""
+    root = Path(reports_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    data = dict(matrix, missed=[list(m) for m in missed(matrix)])
+    json_path = root / "chaos-matrix.json"
+    md_path = root / "chaos-matrix.md"
+    json_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    md_path.write_text(matrix_markdown(matrix))
+    return [json_path, md_path]
+
+
+__all__ = [
+    "CATALOG", "CHECKS", "REPAIR", "RUN_TAG", "Chaos", "Fault", "FaultRefused", "Injection",
+    "catalog_table", "describe_extras", "detection_matrix", "disjoint", "fault_strategy", "matrix_markdown",
+    "missed", "selectable", "write_matrix",
+    *(cls.__name__ for cls in CATALOG.values()),
+]
