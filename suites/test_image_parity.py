@@ -1,21 +1,17 @@
 """Parity with dev images: every instance runs the current Packer run's AMI, and the dev box matches the AMI."""
 
-from immutable_infra.checks.parity import find_content_violations, find_lineage_violations, parity_table
+from immutable_infra import verify
+from immutable_infra.checks.parity import find_content_violations, parity_table
 from immutable_infra.findings import format_findings
-from immutable_infra.live import live_instances
 
 
-def test_instances_run_the_current_packer_run(applied_group, live_group, ec2, image_catalog, infra_report):
-    catalog, _ = image_catalog
-    instances = live_instances(live_group)
-    image_ids = sorted({i["ImageId"] for i in instances})
-    images = ec2.describe_images(ImageIds=image_ids)["Images"] if image_ids else []
-    findings = find_lineage_violations(applied_group.name, instances, images, catalog)
-    infra_report.findings(applied_group.name, "parity", findings)
-    assert not findings, f"{applied_group.name}: instances not on the current Packer run:\n" + format_findings(findings)
+def test_instances_run_the_current_packer_run(applied_group, infra, infra_report):
+    result = verify.parity(infra, applied_group.name)
+    infra_report.findings(applied_group.name, "parity", result.findings)
+    assert not result.findings, f"{applied_group.name}: instances not on the current Packer run:\n" + format_findings(result.findings)
 
 
-def test_dev_box_matches_the_ami(applied_group, live_group, image_catalog, roles_catalog, infra_report):
+def test_dev_box_matches_the_ami(applied_group, image_catalog, infra_report):
     catalog, allow = image_catalog
     templates = sorted({catalog.template_for_role(r) for r in applied_group.config.roles} - {None})
     assert templates, f"{applied_group.name}: no Packer template builds any of its roles {sorted(applied_group.config.roles)}"

@@ -2,9 +2,9 @@
 
 import pytest
 
-from immutable_infra.checks.mutation import DEFAULT_IMMUTABLE_TYPES, find_fingerprint_changes, find_mutations, find_replacements
+from immutable_infra import verify
+from immutable_infra.checks.mutation import DEFAULT_IMMUTABLE_TYPES, find_mutations, find_replacements
 from immutable_infra.findings import format_findings
-from immutable_infra.live import fingerprints
 from immutable_infra.plan import Plan
 
 
@@ -32,10 +32,9 @@ def test_merge_gate_changes_nothing_in_place(applied_group, infra, infra_report)
     )
 
 
-def test_live_instances_match_their_fingerprint(applied_group, ec2, infra_report):
+def test_live_instances_match_their_fingerprint(applied_group, infra, infra_report):
     recorded = applied_group.record.fingerprints
     assert recorded or not applied_group.config.roles, f"{applied_group.name}: no instance fingerprint was recorded at apply"
-    live = fingerprints(ec2, applied_group.state())
-    findings = find_fingerprint_changes(applied_group.name, recorded, live)
-    infra_report.findings(applied_group.name, "mutation", findings)
-    assert not findings, f"{applied_group.name}: instances changed in place since apply:\n" + format_findings(findings)
+    result = verify.mutation(infra, applied_group.name)
+    infra_report.findings(applied_group.name, "mutation", result.findings)
+    assert not result.findings, f"{applied_group.name}: instances changed in place since apply:\n" + format_findings(result.findings)

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -119,6 +118,21 @@ def test_healthy_audit_passes_and_writes_nothing(deployed, moto_server, tmp_path
     recording = recorder(moto_server, "download-recording")
     assert recording.strip(), "the recorder saw no request at all: the audit did not read AWS"
     assert writes(recording) == [], "an audit must never write to AWS"
+
+
+def test_disaster_drill_passes_and_reports_the_recovery_time(deployed, moto_server, tmp_path):
+    env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(deployed)}
+    junit = tmp_path / "drill.xml"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/test_disaster.py", "-p", "no:cacheprovider", "-s", "--group", "prd-sg-master",
+         "--run-id", RUN, "--aws-endpoint", moto_server.url, "--reports-dir", str(tmp_path / "drill"), f"--junitxml={junit}"],
+        env=env, capture_output=True, text=True, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "prd-sg-master: recovered in" in result.stdout and "prd-sg-slave kept serving" in result.stdout
+    assert 'name="recovery_seconds"' in junit.read_text()
+    summary = json.loads((tmp_path / "drill" / "summary.json").read_text())
+    assert summary["groups"]["prd-sg-master"]["checks"]["disaster"]["facts"]["recovery_seconds"] > 0
 
 
 def test_out_of_band_changes_fail_the_named_suites(deployed, moto_server, tmp_path, monkeypatch):

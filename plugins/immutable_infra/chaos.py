@@ -934,7 +934,8 @@ class S3MadePublic(Fault):
                            self.run_id, self.name)
 
     def _policy(self) -> str:
-        return json.dumps(_PUBLIC_POLICY).replace("{bucket}", self.target)
+        partition = "aws-cn" if self.region.startswith("cn-") else "aws"
+        return json.dumps(_PUBLIC_POLICY).replace("{bucket}", self.target).replace("arn:aws:", f"arn:{partition}:")
 
     def plan(self, ec2=None):
         if self.method == "acl":

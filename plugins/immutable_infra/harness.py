@@ -207,6 +207,13 @@ class Harness:
         self.deployer.up([self.base_catalog.get(n) for n in names])
         return time.monotonic() - t0
 
+    def repair(self, name: str) -> float:
+        """Apply the group again over what is deployed (what a chaos repair is); return the seconds it took."""
+        t0 = time.monotonic()
+        self.run.groups[name].status = "pending"
+        self.deployer.up([self.base_catalog.get(name)])
+        return time.monotonic() - t0
+
     def rebuild(self, name: str) -> dict[str, Any]:
         """Destroy and recreate a group (and the applied groups that depend on it); time each phase."""
         names = [name] + self.dependents(name)

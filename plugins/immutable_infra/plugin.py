@@ -161,20 +161,10 @@ class RebuiltGroup:
 
 def _verdicts(infra: Harness, name: str) -> list[dict[str, Any]]:
     """Flow verdicts of the group's declared flows whose ends are applied."""
-    from immutable_infra.checks.reachability import analyze_all
-    from immutable_infra.live import addresses_from_state, declared_flows, group_vpc_ids, run_snapshot
+    from immutable_infra import verify
 
-    applied = {n for n, r in infra.run.groups.items() if r.status == "applied"}
-    flows, _ = declared_flows(infra.catalog, name, applied)
-    if not flows:
-        return []
-    pairs, addresses = [], {}
-    for n in applied:
-        rec = infra.run.groups[n]
-        pairs.append((infra.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs)))
-        addresses.update(addresses_from_state(infra.deployer.terraform(n).state()))
-    return [{"flow": v.flow.name, "verdict": "reachable" if v.reachable else "unreachable"}
-            for v in analyze_all(flows, run_snapshot(pairs), addresses)]
+    matrix = verify.reachability(infra, name).tables["matrix"]
+    return [{"flow": row["flow"], "verdict": row["verdict"]} for row in matrix]
 
 
 @pytest.fixture(scope="session")
@@ -205,55 +195,6 @@ def infra_report(request: pytest.FixtureRequest) -> Reporter:
 def ec2(applied_group: AppliedGroup) -> Any:
     """A boto3 EC2 client for the group's region and endpoint."""
     return applied_group.client("ec2")
-
-
-@pytest.fixture
-def live_group(applied_group: AppliedGroup) -> dict[str, Any]:
-    """A fresh describe_* snapshot of the group's VPCs (and instances tagged with its group)."""
-    from immutable_infra.live import describe_group, group_vpc_ids
-
-    return describe_group(applied_group.client("ec2"), group_vpc_ids(applied_group.outputs), applied_group.name)
-
-
-@pytest.fixture
-def run_snapshot(infra: Harness, applied_group: AppliedGroup) -> dict[str, Any]:
-    """A fresh snapshot over every group applied in the run, all regions, with AWS id -> address."""
-    from immutable_infra.live import addresses_from_state, group_vpc_ids, run_snapshot as take
-
-    pairs, addresses = [], {}
-    for name in infra.run.order:
-        rec = infra.run.groups[name]
-        if rec.status != "applied":
-            continue
-        pairs.append((infra.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs)))
-        addresses.update(addresses_from_state(infra.deployer.terraform(name).state()))
-    snapshot = take(pairs)
-    snapshot["addresses"] = addresses
-    return snapshot
-
-
-@pytest.fixture
-def neighbour_resources(infra: Harness, applied_group: AppliedGroup) -> list[Any]:
-    """Resources managed by the other groups of the run (a peering requester manages routes on both sides)."""
-    from immutable_infra.plan import state_resources
-
-    found = []
-    for name in infra.run.order:
-        if name != applied_group.name and infra.run.groups[name].status == "applied":
-            found += state_resources(infra.deployer.terraform(name).state())
-    return found
-
-
-@pytest.fixture(scope="session")
-def roles_catalog(infra: Harness) -> Any:
-    """The roles catalog (fixtures/roles.toml beside the groups folder)."""
-    from immutable_infra.roles import RolesError, load_roles
-
-    __tracebackhide__ = True
-    try:
-        return load_roles(infra.catalog.groups_dir.parent / "roles.toml")
-    except RolesError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,7 @@ class Reporter:
         self.tests: dict[str, dict[str, int]] = {}
         self.checks: dict[str, dict[str, CheckRecord]] = {}
         self.written: list[Path] = []
+        self.extra: list[Path] = []  # files other parts wrote into the reports folder (chaos matrix, ...)
 
     # -- collecting --------------------------------------------------------------
 
@@ -118,8 +119,8 @@ class Reporter:
             shutil.copyfile(md, run_dir / "summary.md")
         if audit_trail and summary.get("run_id"):
             paths += self._history(summary, commit_of, budgets or {})
-        self.written = paths
-        return paths
+        self.written = paths + self.extra
+        return self.written
 
     def _history(self, summary: dict[str, Any], commit_of: Path | None, budgets: dict[str, float | None]) -> list[Path]:
         """One line per session in history.jsonl, and the rebuild trend drawn from the whole history."""

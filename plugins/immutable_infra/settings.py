@@ -25,6 +25,7 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "audit": ("read-only: test a deployed run (--run-id) without applying, writing or destroying anything", "bool", False),
     "base_ref": ("merge gate: apply the groups as they were at this git revision, then plan the working tree against them", "string", ""),
     "rebuild_regression": ("fail when a group's rebuild exceeds the median of its last 10 recorded rebuilds by more than PCT percent", "string", ""),
+    "chaos_dry_run": ("list the faults the chaos suite would inject, and touch nothing", "bool", False),
     "parallelism": (f"Terraform -parallelism (default: {DEFAULT_PARALLELISM})", "string", str(DEFAULT_PARALLELISM)),
 }
 
@@ -56,6 +57,7 @@ class Settings:
     parallelism: int = DEFAULT_PARALLELISM
     audit: bool = False
     rebuild_regression: float | None = None
+    chaos_dry_run: bool = False
     base_ref: str | None = None
     home: Path = Path(".immutable-infra")
 
@@ -114,6 +116,7 @@ def from_pytest_config(config: Any) -> Settings:
         parallelism=parallelism,
         audit=_truthy(get("audit")),
         rebuild_regression=_percent(get("rebuild_regression")),
+        chaos_dry_run=_truthy(get("chaos_dry_run")),
         base_ref=get("base_ref") or None,
         home=default_home(root),
     )

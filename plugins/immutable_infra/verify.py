@@ -1,0 +1,153 @@
+"""Every invariant check of a group in a run, read live: one function per check, all read-only.
+
+Each function gathers the plain data its check needs (refresh-only plan,
+state, describe_* snapshots) and calls the pure check. Suites, the disaster
+drill and the chaos suite share them, so a check means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from immutable_infra.findings import Finding
+
+if TYPE_CHECKING:
+    from immutable_infra.harness import Harness
+
+
+@dataclass
+class Result:
+    """Findings of one check, plus tables for the reports."""
+
+    check: str
+    findings: list[Finding] = field(default_factory=list)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def applied_groups(h: "Harness") -> set[str]:
+    return {n for n, r in h.run.groups.items() if r.status == "applied"}
+
+
+def neighbour_resources(h: "Harness", name: str) -> list[Any]:
+    """Resources managed by the other groups of the run (a peering requester manages routes on both sides)."""
+    from immutable_infra.plan import state_resources
+
+    found = []
+    for other in h.run.order:
+        if other != name and h.run.groups[other].status == "applied":
+            found += state_resources(h.deployer.terraform(other).state())
+    return found
+
+
+def describe(h: "Harness", name: str) -> dict[str, Any]:
+    from immutable_infra.live import describe_group, group_vpc_ids
+
+    rec = h.run.groups[name]
+    return describe_group(h.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs), name)
+
+
+def drift(h: "Harness", name: str) -> Result:
+    from immutable_infra.checks import noise
+    from immutable_infra.checks.drift import find_drift
+    from immutable_infra.plan import Plan
+
+    plan = Plan.from_json(h.deployer.terraform(name).refresh_plan())
+    # Routes and rules that other groups of the run manage in this group's tables are theirs, not drift.
+    findings, table = find_drift(plan, name, rules=noise.DEFAULT_NOISE_RULES,
+                                 state=plan.prior_resources() + neighbour_resources(h, name))
+    return Result("drift", findings, {"drift": table})
+
+
+def unmanaged(h: "Harness", name: str) -> Result:
+    from immutable_infra.checks.unmanaged import find_unmanaged
+    from immutable_infra.plan import state_resources
+
+    managed = state_resources(h.deployer.terraform(name).state()) + neighbour_resources(h, name)
+    return Result("unmanaged", find_unmanaged(name, managed, describe(h, name)))
+
+
+def roles(h: "Harness", name: str) -> Result:
+    from immutable_infra.checks.roles import find_role_violations
+    from immutable_infra.live import live_instances
+    from immutable_infra.roles import load_roles
+
+    config = h.catalog.get(name)
+    live = describe(h, name)
+    root = h.catalog.groups_dir.parent
+    findings = find_role_violations(
+        name, config.kind, config.roles, live_instances(live), live.get("subnets", []),
+        live.get("security_groups", []), load_roles(root / "roles.toml"), root / "playbooks",
+    )
+    return Result("roles", findings)
+
+
+def mutation(h: "Harness", name: str) -> Result:
+    """Live fingerprint: each instance still defined as it was at apply."""
+    from immutable_infra.checks.mutation import find_fingerprint_changes
+    from immutable_infra.live import fingerprints
+
+    rec = h.run.groups[name]
+    tf = h.deployer.terraform(name)
+    live = fingerprints(h.sandbox.client("ec2", rec.region), tf.state())
+    return Result("mutation", find_fingerprint_changes(name, rec.fingerprints, live))
+
+
+def run_snapshot(h: "Harness") -> dict[str, Any]:
+    """One snapshot over every applied group of the run (all regions), with AWS id -> address."""
+    from immutable_infra.live import addresses_from_state, group_vpc_ids, run_snapshot as take
+
+    pairs, addresses = [], {}
+    for other in h.run.order:
+        rec = h.run.groups[other]
+        if rec.status != "applied":
+            continue
+        pairs.append((h.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs)))
+        addresses.update(addresses_from_state(h.deployer.terraform(other).state()))
+    snapshot = take(pairs)
+    snapshot["addresses"] = addresses
+    return snapshot
+
+
+def reachability(h: "Harness", name: str, snapshot: dict[str, Any] | None = None) -> Result:
+    """Declared flows reachable, isolation pairs not, peerings active with disjoint CIDRs."""
+    from immutable_infra.checks.reachability import analyze_all, find_flow_violations, find_peering_problems, reachability_matrix
+    from immutable_infra.live import declared_flows
+
+    snapshot = snapshot or run_snapshot(h)
+    addresses = snapshot["addresses"]
+    flows, _ = declared_flows(h.catalog, name, applied_groups(h), "flows")
+    isolation, _ = declared_flows(h.catalog, name, applied_groups(h), "isolation")
+    findings = find_flow_violations(flows, isolation, snapshot, addresses, name)
+    findings += find_peering_problems(snapshot, addresses, name)
+    matrix = reachability_matrix(analyze_all(flows + isolation, snapshot, addresses))
+    return Result("reachability", findings, {"matrix": matrix})
+
+
+def parity(h: "Harness", name: str) -> Result:
+    """Lineage: every instance on an AMI of its template's current Packer run."""
+    from immutable_infra.checks.parity import find_lineage_violations
+    from immutable_infra.images import load_catalog
+    from immutable_infra.live import live_instances
+
+    rec = h.run.groups[name]
+    ec2 = h.sandbox.client("ec2", rec.region)
+    instances = live_instances(describe(h, name))
+    ids = sorted({i["ImageId"] for i in instances})
+    images = ec2.describe_images(ImageIds=ids)["Images"] if ids else []
+    return Result("parity", find_lineage_violations(name, instances, images, load_catalog(h.images_dir)))
+
+
+CHECKS: dict[str, Callable[["Harness", str], Result]] = {
+    "mutation": mutation,
+    "drift": drift,
+    "unmanaged": unmanaged,
+    "roles": roles,
+    "reachability": reachability,
+    "parity": parity,
+}
+
+
+def verify_group(h: "Harness", name: str, checks: list[str] | None = None) -> dict[str, Result]:
+    """Run the named checks (all by default) on one applied group."""
+    return {c: CHECKS[c](h, name) for c in (checks or list(CHECKS))}

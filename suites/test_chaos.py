@@ -1,0 +1,63 @@
+"""Chaos: inject every catalog fault into the ephemeral run, prove the expected checks catch it, repair, prove green.
+
+Which faults and checks apply to a group can be narrowed in its group.toml::
+
+    [chaos]
+    faults = ["sg_opened_to_world", "rogue_instance"]   # default: the whole catalog
+    checks = ["drift", "unmanaged", "mutation"]          # default: every check
+"""
+
+import pytest
+
+from immutable_infra import experiment
+from immutable_infra.chaos import CATALOG, detection_matrix, missed, write_matrix
+from immutable_infra.findings import format_findings
+from immutable_infra.verify import CHECKS
+
+pytestmark = pytest.mark.infra_destructive
+
+
+@pytest.fixture(scope="session")
+def chaos_experiment(applied_group, infra, infra_report):
+    config = applied_group.config.raw.get("chaos", {})
+    faults = config.get("faults", list(CATALOG))
+    checks = config.get("checks", list(CHECKS))
+    dry_run = infra.settings.chaos_dry_run
+    result = experiment.run(infra, applied_group.name, faults, checks, dry_run=dry_run, audit=infra.settings.audit)
+    if not dry_run:
+        matrix = detection_matrix(experiment.matrix_rows(result))
+        folder = infra.settings.reports_dir / "chaos" / applied_group.name
+        infra_report.extra += write_matrix(matrix, folder)
+        infra_report.table(applied_group.name, "chaos", "matrix", matrix["rows"] if "rows" in matrix else [])
+        infra_report.fact(applied_group.name, "chaos", detection_ratio=matrix.get("ratio"),
+                          missed=[f"{f}:{c}" for f, c in missed(matrix)])
+    return result
+
+
+def test_chaos_dry_run_lists_what_would_be_done(chaos_experiment, infra):
+    if not infra.settings.chaos_dry_run:
+        pytest.skip("only with --chaos-dry-run")
+    print("\n".join(line for batch in chaos_experiment.plans for line in batch))
+    assert chaos_experiment.plans and not chaos_experiment.outcomes
+
+
+@pytest.mark.parametrize("fault", list(CATALOG))
+def test_fault_is_caught_by_its_expected_checks(chaos_experiment, fault, infra):
+    if infra.settings.chaos_dry_run:
+        pytest.skip("--chaos-dry-run: nothing injected")
+    if fault in chaos_experiment.skipped:
+        pytest.skip(chaos_experiment.skipped[fault])
+    outcome = chaos_experiment.outcome(fault)
+    if outcome is None:
+        pytest.skip(f"{fault} is not in this group's [chaos] faults")
+    assert outcome.expected or outcome.detected, f"{fault}: no check is expected to catch it here ({outcome.fault!r})"
+    assert not outcome.missed, (
+        f"{fault} missed by {', '.join(outcome.missed)}: injected {outcome.fault!r}; "
+        f"caught by {', '.join(outcome.detected) or 'nothing'}"
+    )
+
+
+def test_everything_green_after_repair(chaos_experiment, infra):
+    if infra.settings.chaos_dry_run:
+        pytest.skip("--chaos-dry-run: nothing injected")
+    assert not chaos_experiment.residue, "findings left after repairing by apply:\n" + format_findings(chaos_experiment.residue)

@@ -1,0 +1,99 @@
+"""One test per moto compatibility fix (plugins/immutable_infra/compat.py).
+
+Each test drives moto in-process with ``mock_aws`` and boto3, the way the
+hashicorp/aws provider calls it, and checks the AWS behaviour. Fast, no
+Terraform, no network.
+"""
+
+from __future__ import annotations
+
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from immutable_infra import compat
+
+REGION = "ap-southeast-1"
+
+
+@pytest.fixture(autouse=True)
+def _aws(monkeypatch: pytest.MonkeyPatch):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(key, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    compat.apply()
+    with mock_aws():
+        yield
+
+
+def test_apply_is_idempotent():
+    from moto.ec2.models.instances import Instance
+
+    before = Instance.__init__
+    compat.apply()
+    compat.fix_instance_security_groups_from_primary_nic()
+    assert Instance.__init__ is before
+
+
+def test_instance_security_groups_on_primary_nic_read_back():
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.99.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="vpn", Description="vpn", VpcId=vpc)["GroupId"]
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    # The shape provider 3.39.0 sends for an instance in a subnet with vpc_security_group_ids.
+    instance = ec2.run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        NetworkInterfaces=[{
+            "DeviceIndex": 0, "SubnetId": subnet, "AssociatePublicIpAddress": True,
+            "Groups": [sg],
+        }],
+    )["Instances"][0]
+    described = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])
+    got = described["Reservations"][0]["Instances"][0]
+    assert [g["GroupId"] for g in got["SecurityGroups"]] == [sg]
+    assert [g["GroupId"] for g in got["NetworkInterfaces"][0]["Groups"]] == [sg]
+
+
+def test_route53_zone_created_with_vpc_is_private():
+    ec2 = boto3.client("ec2", region_name=REGION)
+    r53 = boto3.client("route53", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
+    # No HostedZoneConfig.PrivateZone: exactly what provider 3.x sends.
+    zone = r53.create_hosted_zone(
+        Name="ops-sg.test.internal", CallerReference="ref-1",
+        VPC={"VPCRegion": REGION, "VPCId": vpc},
+    )["HostedZone"]
+    got = r53.get_hosted_zone(Id=zone["Id"])
+    assert got["HostedZone"]["Config"]["PrivateZone"] is True
+    assert got["VPCs"] == [{"VPCRegion": REGION, "VPCId": vpc}]
+    # A zone without a VPC stays public.
+    public = r53.create_hosted_zone(Name="example.test", CallerReference="ref-2")["HostedZone"]
+    assert r53.get_hosted_zone(Id=public["Id"])["HostedZone"]["Config"]["PrivateZone"] is False
+
+
+def test_route53_recreate_deleted_record():
+    r53 = boto3.client("route53", region_name=REGION)
+    zone = r53.create_hosted_zone(Name="grp.test.internal", CallerReference="ref-3")["HostedZone"]["Id"]
+
+    def change(action: str, name: str, ip: str) -> None:
+        r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [{
+            "Action": action,
+            "ResourceRecordSet": {"Name": name, "Type": "A", "TTL": 60, "ResourceRecords": [{"Value": ip}]},
+        }]})
+
+    change("CREATE", "admin.grp.test.internal", "10.0.0.1")
+    change("CREATE", "vpn.grp.test.internal", "10.0.0.2")   # sorts after admin
+    change("DELETE", "admin.grp.test.internal", "10.0.0.1")
+    change("CREATE", "admin.grp.test.internal", "10.0.0.1")  # moto said "already exists"
+    records = r53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    assert sorted(r["Name"] for r in records if r["Type"] == "A") == [
+        "admin.grp.test.internal.", "vpn.grp.test.internal.",
+    ]
+    # Creating a record that does exist is still refused, as in AWS.
+    with pytest.raises(ClientError) as err:
+        change("CREATE", "vpn.grp.test.internal", "10.0.0.9")
+    assert "already exists" in str(err.value)
