@@ -12,6 +12,7 @@ import pytest
 from immutable_infra import experiment
 from immutable_infra.chaos import CATALOG, detection_matrix, missed, write_matrix
 from immutable_infra.findings import format_findings
+from immutable_infra.plugin import TOOL_ERRORS
 from immutable_infra.verify import CHECKS
 
 pytestmark = pytest.mark.infra_destructive
@@ -23,12 +24,16 @@ def chaos_experiment(applied_group, infra, infra_report):
     faults = config.get("faults", list(CATALOG))
     checks = config.get("checks", list(CHECKS))
     dry_run = infra.settings.chaos_dry_run
-    result = experiment.run(infra, applied_group.name, faults, checks, dry_run=dry_run, audit=infra.settings.audit)
+    __tracebackhide__ = True
+    try:
+        result = experiment.run(infra, applied_group.name, faults, checks, dry_run=dry_run, audit=infra.settings.audit)
+    except TOOL_ERRORS as exc:
+        pytest.fail(f"the chaos experiment on {applied_group.name} could not run: {exc}", pytrace=False)
     if not dry_run:
         matrix = detection_matrix(experiment.matrix_rows(result))
         folder = infra.settings.reports_dir / "chaos" / applied_group.name
         infra_report.extra += write_matrix(matrix, folder)
-        infra_report.table(applied_group.name, "chaos", "matrix", matrix["rows"] if "rows" in matrix else [])
+        infra_report.table(applied_group.name, "chaos", "detection", matrix["rows"])
         infra_report.fact(applied_group.name, "chaos", detection_ratio=matrix.get("ratio"),
                           missed=[f"{f}:{c}" for f, c in missed(matrix)])
     return result

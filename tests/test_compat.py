@@ -1,8 +1,9 @@
 """One test per moto compatibility fix (plugins/immutable_infra/compat.py).
 
-Each test drives moto in-process with ``mock_aws`` and boto3, the way the
+Each test drives the embedded moto server (127.0.0.1) with boto3, the way the
 hashicorp/aws provider calls it, and checks the AWS behaviour. Fast, no
-Terraform, no network.
+Terraform. (Not ``mock_aws``: it resets moto's process-wide state, which the
+other tests' servers share.)
 """
 
 from __future__ import annotations
@@ -11,22 +12,20 @@ from __future__ import annotations
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
-
 from immutable_infra import compat
 
 REGION = "ap-southeast-1"
 
 
 @pytest.fixture(autouse=True)
-def _aws(monkeypatch: pytest.MonkeyPatch):
+def _aws(monkeypatch: pytest.MonkeyPatch, moto_server):
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(key, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)  # every boto3 client below talks to it
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     compat.apply()
-    with mock_aws():
-        yield
+    yield
 
 
 def test_apply_is_idempotent():
@@ -97,3 +96,17 @@ def test_route53_recreate_deleted_record():
     with pytest.raises(ClientError) as err:
         change("CREATE", "vpn.grp.test.internal", "10.0.0.9")
     assert "already exists" in str(err.value)
+
+
+def test_deleting_a_nat_gateway_releases_its_address():
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.98.1.0/24")["Subnet"]["SubnetId"]
+    allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    first = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=allocation)["NatGateway"]["NatGatewayId"]
+    ec2.delete_nat_gateway(NatGatewayId=first)
+    address = ec2.describe_addresses(AllocationIds=[allocation])["Addresses"][0]
+    assert "AssociationId" not in address or not address["AssociationId"]
+    # what an apply does to repair it: a new gateway on the same allocation
+    second = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=allocation)["NatGateway"]["NatGatewayId"]
+    assert second != first

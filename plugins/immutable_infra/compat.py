@@ -20,6 +20,7 @@ FIXES = (
     "instance_security_groups_from_primary_nic",
     "route53_zone_with_vpc_is_private",
     "route53_recreate_deleted_record",
+    "nat_gateway_delete_releases_address",
 )
 
 
@@ -162,6 +163,40 @@ def fix_route53_recreate_deleted_record() -> None:
     r53.Route53Backend.change_resource_record_sets = _mark(change_resource_record_sets)
 
 
+def fix_nat_gateway_delete_releases_address() -> None:
+    """Deleting a NAT gateway releases its Elastic IP.
+
+    moto: ``DeleteNatGateway`` only marks the gateway ``deleted``; its EIP stays
+    associated with the gateway's network interface, so a new NAT gateway on the
+    same allocation fails with ``Resource.AlreadyAssociated``.
+    AWS: deleting a NAT gateway disassociates its Elastic IP (the allocation
+    survives, free for a new gateway).
+    Why: a NAT gateway deleted out of band (the chaos fault ``nat_deleted``) is
+    repaired by an apply that creates a new gateway on the group's own EIP;
+    without this fix that repair always fails.
+    Fix: after moto marks the gateway deleted, clear the association of the
+    addresses on its interface.
+    """
+    from moto.ec2.models.nat_gateways import NatGatewayBackend
+
+    original = NatGatewayBackend.delete_nat_gateway
+    if _patched(original):
+        return
+
+    @functools.wraps(original)
+    def delete_nat_gateway(self: Any, nat_gateway_id: str) -> Any:
+        nat_gw = original(self, nat_gateway_id)
+        eni = getattr(nat_gw, "_eni", None)
+        for eip in list(getattr(self, "addresses", [])):
+            if eni is not None and eip.eni is not None and eip.eni.id == eni.id:
+                eip.eni = None
+                eip.instance = None
+                eip.association_id = None
+        return nat_gw
+
+    NatGatewayBackend.delete_nat_gateway = _mark(delete_nat_gateway)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _applied
@@ -170,4 +205,5 @@ def apply() -> None:
     fix_instance_security_groups_from_primary_nic()
     fix_route53_zone_with_vpc_is_private()
     fix_route53_recreate_deleted_record()
+    fix_nat_gateway_delete_releases_address()
     _applied = True

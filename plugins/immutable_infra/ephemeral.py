@@ -280,11 +280,16 @@ class Deployer:
 
     # -- apply -----------------------------------------------------------------
 
-    def up(self, groups: list[Group]) -> None:
-        """Apply groups in dependency order; independent groups at the same time."""
-        self._schedule(groups, self._apply_group, deps=lambda g: [d for d in g.depends_on if d in {x.name for x in groups}])
+    def up(self, groups: list[Group], destroy_on_failure: bool = True) -> None:
+        """Apply groups in dependency order; independent groups at the same time.
 
-    def _apply_group(self, group: Group) -> None:
+        A failed first apply destroys what it created; a failed re-apply over a
+        deployed group (a repair) leaves the group for the run's teardown.
+        """
+        self._schedule(groups, lambda g: self._apply_group(g, destroy_on_failure),
+                       deps=lambda g: [d for d in g.depends_on if d in {x.name for x in groups}])
+
+    def _apply_group(self, group: Group, destroy_on_failure: bool = True) -> None:
         rec = self.run.record(group.name)
         rec.region = group.region
         if rec.status == "applied":
@@ -319,8 +324,9 @@ class Deployer:
             rec.status = "failed"
             rec.error = str(exc)
             self.run.save()
-            self.say(f"[{group.name}] apply failed; destroying what it created")
-            self._destroy_group(group.name)
+            if destroy_on_failure:
+                self.say(f"[{group.name}] apply failed; destroying what it created")
+                self._destroy_group(group.name)
             raise
         finally:
             self._active.pop(group.name, None)

@@ -211,7 +211,7 @@ class Harness:
         """Apply the group again over what is deployed (what a chaos repair is); return the seconds it took."""
         t0 = time.monotonic()
         self.run.groups[name].status = "pending"
-        self.deployer.up([self.base_catalog.get(name)])
+        self.deployer.up([self.base_catalog.get(name)], destroy_on_failure=False)
         return time.monotonic() - t0
 
     def rebuild(self, name: str) -> dict[str, Any]:

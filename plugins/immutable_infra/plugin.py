@@ -29,8 +29,12 @@ TEARDOWN = pytest.StashKey[list]()
 from immutable_infra.gitref import GitRefError
 from immutable_infra.images import ImageManifestError, ImageRegistrationError
 
+from immutable_infra.chaos import FaultRefused
+from immutable_infra.roles import RolesError
+
+#: A broken tool, not a finding: these make a test error with one clear message.
 TOOL_ERRORS = (CatalogError, RunError, SandboxError, TerraformError, FileNotFoundError, GitRefError,
-               ImageManifestError, ImageRegistrationError)
+               ImageManifestError, ImageRegistrationError, FaultRefused, RolesError)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

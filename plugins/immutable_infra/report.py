@@ -185,8 +185,12 @@ def render_markdown(summary: dict[str, Any]) -> str:
                 f"Rebuild: destroy {_s(rebuild.get('destroy_seconds'))} s + apply {_s(rebuild.get('apply_seconds'))} s"
                 f" = {_s(rebuild.get('total_seconds'))} s (budget {_s(rebuild.get('budget_seconds'))} s)."
             )
+        chaos = g.get("checks", {}).get("chaos", {}).get("facts")
+        if chaos:
+            missed = ", ".join(chaos.get("missed") or []) or "none"
+            lines.append(f"Chaos: detection ratio {chaos.get('detection_ratio', 0):.0%}; missed: {missed}.")
         for check, c in g.get("checks", {}).items():
-            matrix = c.get("tables", {}).get("matrix")
+            matrix = c.get("tables", {}).get("matrix") if check == "reachability" else None
             if matrix:
                 lines += ["", "| flow | expected | verdict | blocking component |", "| --- | --- | --- | --- |"]
                 lines += [f"| {r['flow']} | {r['expected']} | {r['verdict']} | {r.get('blocking_component') or '-'} |" for r in matrix]
