@@ -37,7 +37,7 @@ def assert_one_clear_error(result, pattern):
 
 
 def test_unknown_group(project):
-    assert_one_clear_error(run(project, "--group", "nope"), "unknown group 'nope' in *groups; known groups: slow, tiny, tiny-app")
+    assert_one_clear_error(run(project, "--group", "nope"), "unknown group 'nope' in *groups; known groups: *slow, tiny, tiny-app")
 
 
 def test_group_cycle(project):

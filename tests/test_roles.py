@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from immutable_infra.checks.roles import find_role_violations, syntax_check_playbooks
+from immutable_infra.checks.roles import find_ansible_playbook, find_role_violations, syntax_check_playbooks
 from immutable_infra.roles import Role, RolesError, load_roles
 
 DATA = Path(__file__).parent / "data" / "plans"
@@ -168,7 +167,7 @@ def test_playbook_must_exist(described, roles, tmp_path):
     assert "reverse-proxy.yml" in finding.expected and finding.detail["role"] == "reverse-proxy"
 
 
-@pytest.mark.skipif(shutil.which("ansible-playbook") is None, reason="ansible-playbook not installed")
+@pytest.mark.skipif(find_ansible_playbook() is None, reason="ansible-playbook not installed (pip install -e '.[test]')")
 def test_syntax_check_playbooks(tmp_path, playbooks):
     (playbooks / "broken.yml").write_text("- hosts: all\n  tasks:\n    - name: x\n      nosuchmodule_xyz: {}\n")
     findings = syntax_check_playbooks(playbooks, "rec-group")
@@ -178,6 +177,6 @@ def test_syntax_check_playbooks(tmp_path, playbooks):
 def test_syntax_check_skips_without_ansible(playbooks, monkeypatch):
     import immutable_infra.checks.roles as mod
 
-    monkeypatch.setattr(mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(mod, "find_ansible_playbook", lambda: None)
     with pytest.raises(pytest.skip.Exception, match="ansible-playbook is not installed"):
         syntax_check_playbooks(playbooks)

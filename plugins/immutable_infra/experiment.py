@@ -110,7 +110,8 @@ def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_r
             addresses = addresses_from_state(h.deployer.terraform(name).state())
             results = verify_group(h, name, checks)
             for fault in batch:
-                needles = set(fault.resources)
+                # a resource may be a path (a Route53 record is "<zone id>/<name>"): each part names it
+                needles = set(fault.resources) | {p for r in fault.resources for p in r.split("/") if p}
                 if hasattr(fault, "added"):
                     needles |= set(fault.added(h.sandbox.client))
                 needles |= {addresses[i] for i in list(needles) if i in addresses}

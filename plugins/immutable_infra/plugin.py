@@ -111,6 +111,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("group_name", s.groups, scope="session")
 
 
+#: Suites run in this order: read-only checks first, then what changes the group (chaos, rebuild, drill).
+SUITE_ORDER = ("test_lifecycle", "test_mutation", "test_drift", "test_roles", "test_peering", "test_image_parity",
+               "test_chaos", "test_rebuild", "test_disaster")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> float:
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        if module in SUITE_ORDER:
+            return SUITE_ORDER.index(module)
+        return len(SUITE_ORDER) if item.get_closest_marker("infra_destructive") else 5.5
+
+    items.sort(key=rank)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield

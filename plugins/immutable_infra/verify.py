@@ -7,7 +7,7 @@ drill and the chaos suite share them, so a check means the same everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from immutable_infra.findings import Finding
@@ -72,13 +72,27 @@ def roles(h: "Harness", name: str) -> Result:
     from immutable_infra.live import live_instances
     from immutable_infra.roles import load_roles
 
+    from immutable_infra.plan import state_resources
+
     config = h.catalog.get(name)
     live = describe(h, name)
     root = h.catalog.groups_dir.parent
+    instances = live_instances(live)
     findings = find_role_violations(
-        name, config.kind, config.roles, live_instances(live), live.get("subnets", []),
+        name, config.kind, config.roles, instances, live.get("subnets", []),
         live.get("security_groups", []), load_roles(root / "roles.toml"), root / "playbooks",
     )
+    # A missing role instance is named by what the state says it was: its address and id.
+    live_ids = {i["InstanceId"] for i in instances}
+    declared = [(r.address, str(r.aws_id), (r.values.get("tags") or {}).get("Role"))
+                for r in state_resources(h.deployer.terraform(name).state()) if r.type == "aws_instance"]
+    for i, f in enumerate(findings):
+        role = f.detail.get("role")
+        if role and f.detail.get("found", 0) < f.detail.get("expected", 0):
+            gone = [(a, iid) for a, iid, r in declared if r == role and iid not in live_ids]
+            if gone:
+                findings[i] = replace(f, address=gone[0][0], aws_id=gone[0][1],
+                                      found=f"{f.found}; gone: " + ", ".join(f"{a} ({iid})" for a, iid in gone))
     return Result("roles", findings)
 
 

@@ -12,6 +12,7 @@ playbook. ``syntax_check_playbooks`` runs ``ansible-playbook --syntax-check``.
 from __future__ import annotations
 
 import shutil
+import sys
 import subprocess
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -138,6 +139,12 @@ def find_role_violations(
     return findings
 
 
+def find_ansible_playbook() -> str | None:
+    """ansible-playbook on the PATH, or installed beside this Python (a virtualenv that is not activated)."""
+    beside = Path(sys.executable).parent / "ansible-playbook"
+    return shutil.which("ansible-playbook") or (str(beside) if beside.exists() else None)
+
+
 def syntax_check_playbooks(
     playbooks_dir: str | Path, group: str = "-", ansible_playbook: str | None = None
 ) -> list[Finding]:
@@ -148,7 +155,7 @@ def syntax_check_playbooks(
     """
     import pytest
 
-    exe = ansible_playbook or shutil.which("ansible-playbook")
+    exe = ansible_playbook or find_ansible_playbook()
     if not exe:
         pytest.skip("ansible-playbook is not installed (pip install ansible-core); playbook syntax not checked")
     findings = []
