@@ -110,3 +110,30 @@ def test_deleting_a_nat_gateway_releases_its_address():
     # what an apply does to repair it: a new gateway on the same allocation
     second = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=allocation)["NatGateway"]["NatGatewayId"]
     assert second != first
+
+
+def _instance_in_new_subnet(ec2, cidr: str):
+    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace("0.0/16", "1.0/24"))["Subnet"]["SubnetId"]
+    sgs = [ec2.create_security_group(GroupName=n, Description=n, VpcId=vpc)["GroupId"] for n in ("a", "b", "extra")]
+    instance = ec2.run_instances(ImageId="ami-1e749f67", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+                                 NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": subnet, "Groups": sgs[:2]}])["Instances"][0]
+    return vpc, sgs, instance
+
+
+def test_terminating_an_instance_deletes_the_interface_its_launch_created():
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc, _, instance = _instance_in_new_subnet(ec2, "10.97.0.0/16")
+    ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+    assert ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NetworkInterfaces"] == []
+
+
+def test_instance_and_primary_interface_groups_are_one_set():
+    ec2 = boto3.client("ec2", region_name=REGION)
+    _, (a, b, extra), instance = _instance_in_new_subnet(ec2, "10.96.0.0/16")
+    iid, eni = instance["InstanceId"], instance["NetworkInterfaces"][0]["NetworkInterfaceId"]
+    ec2.modify_instance_attribute(InstanceId=iid, Groups=[a, b, extra])  # attached out of band
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eni, Groups=[a, b])  # what an apply does to repair it
+    got = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert sorted(g["GroupId"] for g in got["SecurityGroups"]) == sorted([a, b])
+    assert sorted(g["GroupId"] for g in got["NetworkInterfaces"][0]["Groups"]) == sorted([a, b])

@@ -900,12 +900,12 @@ _PUBLIC_POLICY = {
 class S3MadePublic(Fault):
     """The group's bucket made world-readable, by a public bucket policy or the public-read ACL.
 
-    Blind spot, said plainly: no check of ours sees this in the seed groups.
-    They declare ``aws_s3_bucket`` with neither ``policy`` nor ``acl``;
-    provider 3.39.0 reads a bucket policy back only when its state holds one
-    and never reads the ACL back, so even a refresh-only plan shows nothing.
-    A group that declares the policy (``policy`` or ``aws_s3_bucket_policy``)
-    gets drift for ``method='policy'``: construct with ``policy_managed=True``.
+    Seen by drift only where the group's Terraform declares the bucket
+    policy (the seed groups do, with ``aws_s3_bucket_policy``): provider
+    3.39.0 reads a bucket policy back only when its state holds one and never
+    reads the ACL back. ``select`` sets ``policy_managed`` when the bucket has
+    a policy; a group without one gets no expected check (a blind spot the
+    detection matrix shows as such).
     """
 
     method: str = "policy"
@@ -924,10 +924,13 @@ class S3MadePublic(Fault):
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
-        buckets = sorted((b for b in snapshot.get("buckets", []) if b.get("Tags", {}).get(RUN_TAG) == run_id),
-                         key=lambda b: b["Name"])
+        buckets = sorted((b for b in snapshot.get("buckets", []) if b.get("Tags", {}).get(RUN_TAG) == run_id
+                          and b.get("Tags", {}).get("Group", group) == group), key=lambda b: b["Name"])
         bucket = _pick(buckets, rng_or_index)
-        return None if bucket is None else cls(bucket["Name"], snapshot.get("region", ""), run_id)
+        if bucket is None:
+            return None
+        # A bucket that has a policy has it from its Terraform (the run's buckets are made by nothing else).
+        return cls(bucket["Name"], snapshot.get("region", ""), run_id, policy_managed=bool(bucket.get("Policy")))
 
     def verify_targets(self, clients):
         _refuse_unless_run(f"bucket {self.target}", _bucket_tags(clients, self.region, self.target),
@@ -970,6 +973,13 @@ def catalog_table() -> list[dict[str, Any]]:
     } for name, cls in CATALOG.items()]
 
 
+def _bucket_policy(s3: Any, bucket: str) -> str | None:
+    try:
+        return s3.get_bucket_policy(Bucket=bucket).get("Policy")
+    except Exception:  # noqa: BLE001 - NoSuchBucketPolicy (or a bucket gone meanwhile): no policy
+        return None
+
+
 def describe_extras(clients: Clients, region: str, vpc_ids: Sequence[str]) -> dict[str, Any]:
     """What the DNS, storage and image faults select from (read-only, like ``describe_group``).
 
@@ -988,8 +998,8 @@ def describe_extras(clients: Clients, region: str, vpc_ids: Sequence[str]) -> di
             zones.append({"Id": zone_id, "Name": summary.get("Name", ""), "Tags": _zone_tags(clients, zone_id),
                           "Records": records})
     s3 = clients("s3", region)
-    buckets = [{"Name": b["Name"], "Tags": _bucket_tags(clients, region, b["Name"])}
-               for b in s3.list_buckets().get("Buckets", [])]
+    buckets = [{"Name": b["Name"], "Tags": _bucket_tags(clients, region, b["Name"]),
+                "Policy": _bucket_policy(s3, b["Name"])} for b in s3.list_buckets().get("Buckets", [])]
     images = clients("ec2", region).describe_images(Owners=["self"]).get("Images", [])
     return {"hosted_zones": zones, "buckets": buckets, "images": images}
 

@@ -21,6 +21,8 @@ FIXES = (
     "route53_zone_with_vpc_is_private",
     "route53_recreate_deleted_record",
     "nat_gateway_delete_releases_address",
+    "primary_interface_deleted_with_instance",
+    "instance_and_primary_interface_share_groups",
 )
 
 
@@ -197,6 +199,81 @@ def fix_nat_gateway_delete_releases_address() -> None:
     NatGatewayBackend.delete_nat_gateway = _mark(delete_nat_gateway)
 
 
+def fix_primary_interface_deleted_with_instance() -> None:
+    """The network interface a launch creates is deleted when the instance is terminated.
+
+    moto: ``RunInstances`` creates the primary interface with
+    ``DeleteOnTermination`` false unless the request says true, so every
+    terminated instance leaves an ``in-use`` interface behind in its subnet.
+    AWS: an interface created by the launch defaults to
+    ``DeleteOnTermination=true`` and goes away with the instance.
+    Why: after a terminated or replaced instance (the chaos faults
+    ``instance_terminated``, ``stale_ami_replacement``, a rogue instance
+    removed again) the leftover interface is reported as an unmanaged resource
+    of the group, and a subnet with it cannot be destroyed.
+    Fix: interfaces created by the launch (not attached by id) delete on
+    termination unless the request said otherwise.
+    """
+    from moto.ec2.models.instances import Instance
+
+    original = Instance.prep_nics
+    if _patched(original):
+        return
+
+    @functools.wraps(original)
+    def prep_nics(self: Any, nic_spec: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+        attached = {n.get("NetworkInterfaceId") for n in nic_spec if n.get("NetworkInterfaceId")}
+        said = {int(n.get("DeviceIndex", 0)): n.get("DeleteOnTermination") for n in nic_spec}
+        original(self, nic_spec, *args, **kwargs)
+        for index, nic in self.nics.items():
+            if nic.id not in attached and said.get(index) is not False and str(said.get(index)).lower() != "false":
+                nic.delete_on_termination = True
+
+    Instance.prep_nics = _mark(prep_nics)
+
+
+def fix_instance_and_primary_interface_share_groups() -> None:
+    """An instance's security groups and its primary interface's are one set.
+
+    moto: ``ModifyInstanceAttribute`` (groups) changes only the instance's list
+    and ``ModifyNetworkInterfaceAttribute`` only the interface's, and the
+    interface reports the union of both; once both were used, no call can
+    remove a group again.
+    AWS: they are the same set; changing either changes both.
+    Why: a security group attached out of band (the chaos fault
+    ``extra_sg_attached``) is repaired by an apply that sets the groups on the
+    primary interface; moto kept reporting the extra group, so the group was
+    never idempotent again and a rebuild compared against a wrong original.
+    Fix: each call sets the groups of both.
+    """
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterfaceBackend
+    from moto.ec2.models.instances import InstanceBackend
+
+    original_instance = InstanceBackend.modify_instance_security_groups
+    original_eni = NetworkInterfaceBackend.modify_network_interface_attribute
+    if _patched(original_instance):
+        return
+
+    @functools.wraps(original_instance)
+    def modify_instance_security_groups(self: Any, instance_id: str, new_group_id_list: list[str]) -> Any:
+        instance = original_instance(self, instance_id, new_group_id_list)
+        primary = getattr(instance, "nics", {}).get(0)
+        if primary is not None:
+            primary._group_set = list(instance.security_groups)
+        return instance
+
+    @functools.wraps(original_eni)
+    def modify_network_interface_attribute(self: Any, eni_id: str, group_ids: list[str], *args: Any, **kwargs: Any) -> None:
+        original_eni(self, eni_id, group_ids, *args, **kwargs)
+        eni = self.get_network_interface(eni_id)
+        instance = getattr(eni, "instance", None)
+        if group_ids and instance is not None and getattr(instance, "nics", {}).get(0) is eni:
+            instance.security_groups = list(eni._group_set)
+
+    InstanceBackend.modify_instance_security_groups = _mark(modify_instance_security_groups)
+    NetworkInterfaceBackend.modify_network_interface_attribute = _mark(modify_network_interface_attribute)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _applied
@@ -206,4 +283,6 @@ def apply() -> None:
     fix_route53_zone_with_vpc_is_private()
     fix_route53_recreate_deleted_record()
     fix_nat_gateway_delete_releases_address()
+    fix_primary_interface_deleted_with_instance()
+    fix_instance_and_primary_interface_share_groups()
     _applied = True
