@@ -17,8 +17,10 @@ from immutable_infra.findings import Finding
 if TYPE_CHECKING:
     from immutable_infra.harness import Harness
 
-#: Faults that block flows: at most one of them per batch.
-FLOW_BLOCKERS = {"flow_rule_revoked", "route_deleted", "route_hijacked", "peering_deleted", "acl_deny_added", "nat_deleted"}
+#: Faults that change what a flow meets first (a blocked path, or an end that is gone or renamed): at most one
+#: per batch, or the first blocking component the analyzer names could be another fault's.
+FLOW_BLOCKERS = {"flow_rule_revoked", "route_deleted", "route_hijacked", "peering_deleted", "acl_deny_added", "nat_deleted",
+                 "instance_terminated", "role_tag_flipped", "group_tag_flipped", "stale_ami_replacement"}
 #: Faults that act on an instance: at most one per instance and batch (``resources`` covers that).
 MAX_BATCH = 8
 
