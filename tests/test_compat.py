@@ -98,7 +98,7 @@ def test_route53_recreate_deleted_record():
     assert "already exists" in str(err.value)
 
 
-def test_deleting_a_nat_gateway_releases_its_address():
+def test_deleting_a_nat_gateway_releases_its_address_and_interface():
     ec2 = boto3.client("ec2", region_name=REGION)
     vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.98.1.0/24")["Subnet"]["SubnetId"]
@@ -107,6 +107,7 @@ def test_deleting_a_nat_gateway_releases_its_address():
     ec2.delete_nat_gateway(NatGatewayId=first)
     address = ec2.describe_addresses(AllocationIds=[allocation])["Addresses"][0]
     assert "AssociationId" not in address or not address["AssociationId"]
+    assert ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NetworkInterfaces"] == []
     # what an apply does to repair it: a new gateway on the same allocation
     second = ec2.create_nat_gateway(SubnetId=subnet, AllocationId=allocation)["NatGateway"]["NatGatewayId"]
     assert second != first

@@ -166,18 +166,20 @@ def fix_route53_recreate_deleted_record() -> None:
 
 
 def fix_nat_gateway_delete_releases_address() -> None:
-    """Deleting a NAT gateway releases its Elastic IP.
+    """Deleting a NAT gateway releases its Elastic IP and removes its network interface.
 
     moto: ``DeleteNatGateway`` only marks the gateway ``deleted``; its EIP stays
     associated with the gateway's network interface, so a new NAT gateway on the
-    same allocation fails with ``Resource.AlreadyAssociated``.
+    same allocation fails with ``Resource.AlreadyAssociated``, and the
+    interface stays in the subnet.
     AWS: deleting a NAT gateway disassociates its Elastic IP (the allocation
-    survives, free for a new gateway).
+    survives, free for a new gateway) and deletes the interface it managed.
     Why: a NAT gateway deleted out of band (the chaos fault ``nat_deleted``) is
     repaired by an apply that creates a new gateway on the group's own EIP;
-    without this fix that repair always fails.
+    without this fix that repair always fails, and the old interface is then
+    reported as an unmanaged resource of the group.
     Fix: after moto marks the gateway deleted, clear the association of the
-    addresses on its interface.
+    addresses on its interface and delete the interface.
     """
     from moto.ec2.models.nat_gateways import NatGatewayBackend
 
@@ -194,6 +196,8 @@ def fix_nat_gateway_delete_releases_address() -> None:
                 eip.eni = None
                 eip.instance = None
                 eip.association_id = None
+        if eni is not None and eni.id in getattr(self, "enis", {}):
+            self.enis.pop(eni.id, None)
         return nat_gw
 
     NatGatewayBackend.delete_nat_gateway = _mark(delete_nat_gateway)
