@@ -21,6 +21,8 @@ def test_every_instance_has_role_and_group_tags(applied_group, ec2, infra_report
         Filters=[{"Name": "tag:Run", "Values": [applied_group.run.id]}, {"Name": "tag:Group", "Values": [applied_group.name]}]
     )["Reservations"]
     instances = [i for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+    expected = sum(applied_group.config.roles.values())
+    assert instances or not expected, f"{applied_group.name}: no instance tagged Run={applied_group.run.id}, expected {expected}"
     findings = find_untagged_instances(applied_group.name, instances)
     infra_report.findings(applied_group.name, "tags", findings)
     assert not findings, "instances without their Role and Group tags:\n" + format_findings(findings)

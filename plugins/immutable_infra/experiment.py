@@ -98,39 +98,56 @@ def mentions(finding: Finding, needles: set[str]) -> bool:
 
 def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_run: bool = False, audit: bool = False) -> Experiment:
     """Inject every named fault (in batches), run the checks, repair, and check everything is green again."""
-    from immutable_infra.live import addresses_from_state
-    from immutable_infra.verify import verify_group
 
     exp = Experiment(name)
     chaos = Chaos(h.sandbox.client, h.run.id, audit=audit, dry_run=dry_run)
-    batches, exp.skipped = plan_batches(snapshot(h, name), h.run.id, name, faults)
-    for number, batch in enumerate(batches, 1):
-        exp.plans.append([line for calls in chaos.inject_all(batch) for line in calls])
-        if dry_run:
-            continue
-        try:
-            addresses = addresses_from_state(h.deployer.terraform(name).state())
-            results = verify_group(h, name, checks)
-            for fault in batch:
-                # a resource may be a path (a Route53 record is "<zone id>/<name>"): each part names it
-                needles = set(fault.resources) | {p for r in fault.resources for p in r.split("/") if p}
-                if hasattr(fault, "added"):
-                    needles |= set(fault.added(h.sandbox.client))
-                needles |= {addresses[i] for i in list(needles) if i in addresses}
-                outcome = Outcome(fault, number, [c for c in fault.expected() if c in checks])
-                for check, result in results.items():
-                    hits = [str(f) for f in result.findings if mentions(f, needles)]
-                    if hits:
-                        outcome.detected.append(check)
-                        outcome.evidence[check] = hits[:3]
-                exp.outcomes.append(outcome)
-        finally:
-            for fault in batch:
-                chaos.undo(fault)
-            h.repair(name)
-        after = verify_group(h, name, checks)
-        exp.residue += [f for r in after.values() for f in r.findings]
+    remaining = list(faults)
+    number = 0
+    while remaining:
+        # Plan from a fresh snapshot each time: a repair replaces instances, so earlier targets may be gone.
+        batches, skipped = plan_batches(snapshot(h, name), h.run.id, name, remaining)
+        exp.skipped.update(skipped)
+        if not batches:
+            break
+        todo = batches if dry_run else batches[:1]
+        for batch in todo:
+            number += 1
+            exp.plans.append([line for calls in chaos.inject_all(batch) for line in calls])
+            if not dry_run:
+                _observe_and_repair(h, name, batch, number, checks, chaos, exp)
+        done = {f.name for batch in todo for f in batch}
+        remaining = [f for f in remaining if f not in done and f not in skipped]
     return exp
+
+
+def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int, checks: list[str],
+                        chaos: Chaos, exp: Experiment) -> None:
+    """Run the checks on the injected batch, note what saw each fault, undo and repair, check green again."""
+    from immutable_infra.live import addresses_from_state
+    from immutable_infra.verify import verify_group
+
+    try:
+        addresses = addresses_from_state(h.deployer.terraform(name).state())
+        results = verify_group(h, name, checks)
+        for fault in batch:
+            # a resource may be a path (a Route53 record is "<zone id>/<name>"): each part names it
+            needles = set(fault.resources) | {p for r in fault.resources for p in r.split("/") if p}
+            if hasattr(fault, "added"):
+                needles |= set(fault.added(h.sandbox.client))
+            needles |= {addresses[i] for i in list(needles) if i in addresses}
+            outcome = Outcome(fault, number, [c for c in fault.expected() if c in checks])
+            for check, result in results.items():
+                hits = [str(f) for f in result.findings if mentions(f, needles)]
+                if hits:
+                    outcome.detected.append(check)
+                    outcome.evidence[check] = hits[:3]
+            exp.outcomes.append(outcome)
+    finally:
+        for fault in batch:
+            chaos.undo(fault)
+        h.repair(name)
+    after = verify_group(h, name, checks)
+    exp.residue += [f for r in after.values() for f in r.findings]
 
 
 def matrix_rows(exp: Experiment) -> list[tuple[str, list[str], list[str]]]:
