@@ -198,7 +198,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
             lines += ["", "| check | resource | AWS id | expected | found |", "| --- | --- | --- | --- | --- |"]
             for f in findings:
                 lines.append(f"| {f['check']} | `{f['address']}` | {f['aws_id']} | {f['expected']} | {f['found']} |")
-        lines.append(f"Teardown: {g.get('teardown', '-')}.")
+        lines += ["", f"Teardown: {g.get('teardown', '-')}."]
     if summary.get("teardown_problems"):
         lines += ["", "## Teardown problems", ""] + [f"- {p}" for p in summary["teardown_problems"]]
     return "\n".join(lines) + "\n"
