@@ -78,6 +78,16 @@ def _percent(value: Any) -> float | None:
     return pct
 
 
+def _home(config: Any, root: Path) -> Path:
+    """Where runs live: IMMUTABLE_INFRA_HOME, else the immutable_infra_home ini key, else <rootdir>/.immutable-infra."""
+    from immutable_infra.ephemeral import default_home
+
+    ini = config.getini("immutable_infra_home")
+    if ini and not os.environ.get("IMMUTABLE_INFRA_HOME"):
+        return Path(ini) if Path(ini).is_absolute() else root / ini
+    return default_home(root)
+
+
 def from_pytest_config(config: Any) -> Settings:
     """Resolve settings: command line, then IMMUTABLE_INFRA_* environment, then pytest.ini."""
     root = Path(str(config.rootpath))
@@ -102,8 +112,6 @@ def from_pytest_config(config: Any) -> Settings:
         parallelism = int(get("parallelism"))
     except ValueError:
         raise ValueError(f"parallelism must be a whole number, not {get('parallelism')!r}") from None
-    from immutable_infra.ephemeral import default_home
-
     return Settings(
         groups=list(dict.fromkeys(get("group"))),
         groups_dir=path(get("groups_dir")),
@@ -118,7 +126,7 @@ def from_pytest_config(config: Any) -> Settings:
         rebuild_regression=_percent(get("rebuild_regression")),
         chaos_dry_run=_truthy(get("chaos_dry_run")),
         base_ref=get("base_ref") or None,
-        home=default_home(root),
+        home=_home(config, root),
     )
 
 
