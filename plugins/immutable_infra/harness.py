@@ -27,7 +27,6 @@ class AppliedGroup:
     run: Run
     sandbox: Sandbox
     terraform: Terraform
-    harness: "Harness | None" = field(default=None, repr=False)
     _state: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -177,7 +176,7 @@ class Harness:
 
     def applied(self, name: str) -> AppliedGroup:
         self.up([name])
-        return AppliedGroup(self.catalog.get(name), self.run, self.sandbox, self.deployer.terraform(name), harness=self)
+        return AppliedGroup(self.catalog.get(name), self.run, self.sandbox, self.deployer.terraform(name))
 
     def dependents(self, name: str) -> list[str]:
         """Groups applied in this run that take inputs from ``name``, directly or not, in apply order."""
