@@ -307,9 +307,6 @@ class Terraform:
     def init(self) -> CommandResult:
         return self.run(["init", "-input=false", "-no-color", "-json"])
 
-    def validate(self) -> CommandResult:
-        return self.run(["validate", "-json", "-no-color"])
-
     def plan(self, out: str = "tfplan", refresh_only: bool = False, destroy: bool = False) -> dict[str, Any]:
         """Plan to a file and return ``terraform show -json`` of it (read it with :mod:`plan`)."""
         args = ["plan", "-input=false", "-no-color", "-json", f"-out={out}", f"-parallelism={self.parallelism}"]
@@ -374,6 +371,7 @@ class _ApplyTracker:
         self.outputs: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
         self._last_report = 0.0
+        self._last_done = -1
 
     def on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -411,5 +409,5 @@ class _ApplyTracker:
         self.progress(self.verb, self.done, max(self.total, self.done), now - self.started)
 
     def finish(self) -> None:
-        if self.progress is not None and getattr(self, "_last_done", -1) != self.done:
+        if self.progress is not None and self._last_done != self.done:
             self.progress(self.verb, self.done, max(self.total, self.done), time.monotonic() - self.started)

@@ -154,10 +154,6 @@ class MotoServer:
             self._server.stop()
             self._server = None
 
-    def reset(self) -> None:
-        req = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
-        urllib.request.urlopen(req, timeout=10).close()
-
     def __enter__(self) -> "MotoServer":
         return self.start()
 
