@@ -1,34 +1,102 @@
-"""One test per moto compatibility fix (plugins/immutable_infra/compat.py).
+"""One test per moto compatibility fix (plugins/immutable_infra/compat.py), run both ways.
 
-Each test drives the embedded moto server (127.0.0.1) with boto3, the way the
-hashicorp/aws provider calls it, and checks the AWS behaviour. Fast, no
-Terraform. (Not ``mock_aws``: it resets moto's process-wide state, which the
-other tests' servers share.)
+Each scenario drives a moto server (127.0.0.1) with boto3, the way the
+hashicorp/aws provider calls it, and asserts the AWS behaviour. It runs
+against the patched server of these tests (it must pass) and against a
+*plain* moto server in a subprocess, never patched (it must fail: proof that
+each test sees what its fix fixes). Fast, no Terraform. (Not ``mock_aws``: it
+resets moto's process-wide state, which the other tests' servers share.)
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Callable
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from immutable_infra import compat
+from immutable_infra.sandbox import free_port
 
 REGION = "ap-southeast-1"
 
+#: fix name -> scenario (filled by @scenario below)
+SCENARIOS: dict[str, Callable[[], None]] = {}
 
-@pytest.fixture(autouse=True)
-def _aws(monkeypatch: pytest.MonkeyPatch, moto_server):
+
+def scenario(fix: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    def register(func: Callable[[], None]) -> Callable[[], None]:
+        SCENARIOS[fix] = func
+        return func
+
+    return register
+
+
+@pytest.fixture(scope="module")
+def plain_moto():
+    """moto as a user's `moto_server` runs it: its own process, none of the compatibility fixes."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOTO_RECORDER")}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"plain moto server did not start on {url}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _point_boto3_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(key, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.url)  # every boto3 client below talks to it
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)  # every boto3 client of a scenario talks to it
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def test_every_fix_has_a_scenario():
+    assert sorted(SCENARIOS) == sorted(compat.FIXES)
+
+
+@pytest.mark.parametrize("fix", compat.FIXES)
+def test_fix_gives_the_aws_behaviour(fix: str, moto_server, monkeypatch: pytest.MonkeyPatch):
     compat.apply()
-    yield
+    _point_boto3_at(monkeypatch, moto_server.url)
+    SCENARIOS[fix]()
+
+
+@pytest.mark.parametrize("fix", compat.FIXES)
+def test_plain_moto_fails_the_scenario(fix: str, plain_moto: str, monkeypatch: pytest.MonkeyPatch):
+    """Without the fix the scenario fails: the test is not vacuous."""
+    _point_boto3_at(monkeypatch, plain_moto)
+    with pytest.raises((AssertionError, ClientError)):
+        SCENARIOS[fix]()
 
 
 def test_apply_is_idempotent():
+    compat.apply()
     from moto.ec2.models.instances import Instance
 
     before = Instance.__init__
@@ -37,7 +105,8 @@ def test_apply_is_idempotent():
     assert Instance.__init__ is before
 
 
-def test_instance_security_groups_on_primary_nic_read_back():
+@scenario("instance_security_groups_from_primary_nic")
+def instance_security_groups_on_primary_nic_read_back() -> None:
     ec2 = boto3.client("ec2", region_name=REGION)
     vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.99.1.0/24")["Subnet"]["SubnetId"]
@@ -57,7 +126,8 @@ def test_instance_security_groups_on_primary_nic_read_back():
     assert [g["GroupId"] for g in got["NetworkInterfaces"][0]["Groups"]] == [sg]
 
 
-def test_route53_zone_created_with_vpc_is_private():
+@scenario("route53_zone_with_vpc_is_private")
+def route53_zone_created_with_vpc_is_private() -> None:
     ec2 = boto3.client("ec2", region_name=REGION)
     r53 = boto3.client("route53", region_name=REGION)
     vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
@@ -74,7 +144,8 @@ def test_route53_zone_created_with_vpc_is_private():
     assert r53.get_hosted_zone(Id=public["Id"])["HostedZone"]["Config"]["PrivateZone"] is False
 
 
-def test_route53_recreate_deleted_record():
+@scenario("route53_recreate_deleted_record")
+def route53_recreate_deleted_record() -> None:
     r53 = boto3.client("route53", region_name=REGION)
     zone = r53.create_hosted_zone(Name="grp.test.internal", CallerReference="ref-3")["HostedZone"]["Id"]
 
@@ -98,7 +169,8 @@ def test_route53_recreate_deleted_record():
     assert "already exists" in str(err.value)
 
 
-def test_deleting_a_nat_gateway_releases_its_address_and_interface():
+@scenario("nat_gateway_delete_releases_address")
+def deleting_a_nat_gateway_releases_its_address_and_interface() -> None:
     ec2 = boto3.client("ec2", region_name=REGION)
     vpc = ec2.create_vpc(CidrBlock="10.98.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.98.1.0/24")["Subnet"]["SubnetId"]
@@ -122,14 +194,16 @@ def _instance_in_new_subnet(ec2, cidr: str):
     return vpc, sgs, instance
 
 
-def test_terminating_an_instance_deletes_the_interface_its_launch_created():
+@scenario("primary_interface_deleted_with_instance")
+def terminating_an_instance_deletes_the_interface_its_launch_created() -> None:
     ec2 = boto3.client("ec2", region_name=REGION)
     vpc, _, instance = _instance_in_new_subnet(ec2, "10.97.0.0/16")
     ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
     assert ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NetworkInterfaces"] == []
 
 
-def test_instance_and_primary_interface_groups_are_one_set():
+@scenario("instance_and_primary_interface_share_groups")
+def instance_and_primary_interface_groups_are_one_set() -> None:
     ec2 = boto3.client("ec2", region_name=REGION)
     _, (a, b, extra), instance = _instance_in_new_subnet(ec2, "10.96.0.0/16")
     iid, eni = instance["InstanceId"], instance["NetworkInterfaces"][0]["NetworkInterfaceId"]
@@ -138,3 +212,21 @@ def test_instance_and_primary_interface_groups_are_one_set():
     got = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     assert sorted(g["GroupId"] for g in got["SecurityGroups"]) == sorted([a, b])
     assert sorted(g["GroupId"] for g in got["NetworkInterfaces"][0]["Groups"]) == sorted([a, b])
+
+
+@scenario("dhcp_options_tags_at_creation")
+def dhcp_options_tagged_at_creation_keep_their_tags() -> None:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    # The shape provider 3.39.0 sends for aws_vpc_dhcp_options with tags.
+    created = ec2.create_dhcp_options(
+        DhcpConfigurations=[{"Key": "domain-name", "Values": ["realworld.internal"]},
+                            {"Key": "domain-name-servers", "Values": ["AmazonProvidedDNS"]}],
+        TagSpecifications=[{"ResourceType": "dhcp-options",
+                            "Tags": [{"Key": "Name", "Value": "realworld"}, {"Key": "Run", "Value": "r1"}]}],
+    )["DhcpOptions"]
+    got = ec2.describe_dhcp_options(DhcpOptionsIds=[created["DhcpOptionsId"]])["DhcpOptions"][0]
+    assert {t["Key"]: t["Value"] for t in got.get("Tags") or []} == {"Name": "realworld", "Run": "r1"}
+    # A set created without tags still has none.
+    bare = ec2.create_dhcp_options(DhcpConfigurations=[{"Key": "domain-name", "Values": ["bare.internal"]}])
+    got = ec2.describe_dhcp_options(DhcpOptionsIds=[bare["DhcpOptions"]["DhcpOptionsId"]])["DhcpOptions"][0]
+    assert not got.get("Tags")

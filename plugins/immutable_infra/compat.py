@@ -23,6 +23,7 @@ FIXES = (
     "nat_gateway_delete_releases_address",
     "primary_interface_deleted_with_instance",
     "instance_and_primary_interface_share_groups",
+    "dhcp_options_tags_at_creation",
 )
 
 
@@ -278,6 +279,37 @@ def fix_instance_and_primary_interface_share_groups() -> None:
     NetworkInterfaceBackend.modify_network_interface_attribute = _mark(modify_network_interface_attribute)
 
 
+def fix_dhcp_options_tags_at_creation() -> None:
+    """Tags given when a DHCP options set is created are kept.
+
+    moto: ``CreateDhcpOptions`` ignores ``TagSpecification`` (only a later
+    ``CreateTags`` tags the set), so the set reads back with no tags.
+    AWS: the tags of a ``dhcp-options`` tag specification are on the new set.
+    Why: hashicorp/aws 3.39.0 tags ``aws_vpc_dhcp_options`` at creation. Read
+    back without them, every plan after a clean apply shows an ``update`` of
+    its ``tags`` (measured on tests/groups/realworld, the community VPC
+    module's DHCP options), and a rebuild compares a tagless set.
+    Fix: after moto creates the set, add the tags of the request's
+    ``dhcp-options`` tag specification.
+    """
+    from moto.ec2.responses.dhcp_options import DHCPOptions
+
+    original = DHCPOptions.create_dhcp_options
+    if _patched(original):
+        return
+
+    @functools.wraps(original)
+    def create_dhcp_options(self: Any) -> Any:
+        tags = self._parse_tag_specification().get("dhcp-options", {})
+        result = original(self)
+        options = (getattr(result, "result", None) or {}).get("DhcpOptions")
+        if tags and options is not None:
+            self.ec2_backend.create_tags([options.id], tags)
+        return result
+
+    DHCPOptions.create_dhcp_options = _mark(create_dhcp_options)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _applied
@@ -289,4 +321,5 @@ def apply() -> None:
     fix_nat_gateway_delete_releases_address()
     fix_primary_interface_deleted_with_instance()
     fix_instance_and_primary_interface_share_groups()
+    fix_dhcp_options_tags_at_creation()
     _applied = True
