@@ -29,7 +29,7 @@ def test_clean_apply_has_nothing_unmanaged():
 def test_out_of_band_instance_and_route_are_found():
     findings = find_unmanaged("rec-group", STATE, load("describe_out_of_band"))
     kinds = {f.detail["type"]: f for f in findings}
-    assert set(kinds) == {"instances", "routes"}
+    assert set(kinds) == {"instances", "routes", "security_group_rules"}
     assert all(f.check == "unmanaged" and f.group == "rec-group" for f in findings)
     instance = kinds["instances"]
     assert instance.aws_id.startswith("i-") and VPC in instance.detail["where"]
@@ -75,7 +75,7 @@ def test_terminated_instances_and_deleted_nat_are_ignored():
         i["State"] = {"Name": "terminated", "Code": 48}
     described["nat_gateways"] = [{"NatGatewayId": "nat-1", "VpcId": VPC, "State": "deleted"}]
     findings = find_unmanaged("rec-group", STATE, described)
-    assert {f.detail["type"] for f in findings} == {"routes"}
+    assert {f.detail["type"] for f in findings} == {"routes", "security_group_rules"}
 
 
 def test_unmanaged_gateway_peering_and_association():
@@ -89,3 +89,80 @@ def test_unmanaged_gateway_peering_and_association():
                                   "SubnetId": "subnet-z", "AssociationState": {"State": "associated"}})
     ids = {f.aws_id for f in find_unmanaged("rec-group", STATE, described)}
     assert ids == {"igw-rogue", "pcx-rogue", "rtbassoc-rogue"}
+
+
+# -- rules of groups managed by aws_security_group_rule resources ---------------
+
+SG = next(r for r in STATE if r.type == "aws_security_group")
+
+
+def refreshed(state, sg_id: str, ingress: list[dict]) -> list:
+    """The state after a refresh-only apply: the group's inline ``ingress`` holds every live rule."""
+    out = []
+    for r in state:
+        if r.type == "aws_security_group" and r.aws_id == sg_id:
+            r = type(r)(r.address, r.type, dict(r.values, ingress=ingress), r.mode, r.name, r.module_address)
+        out.append(r)
+    return out
+
+
+def rule_findings(findings):
+    return [f for f in findings if f.detail["type"] == "security_group_rules"]
+
+
+def test_rule_added_by_hand_to_a_rule_managed_group_is_unmanaged():
+    [finding] = rule_findings(find_unmanaged("rec-group", STATE, load("describe_out_of_band")))
+    assert finding.aws_id == SG.aws_id and finding.address == "aws_security_group.web"
+    assert finding.detail["rule"] == "ingress tcp 22 from 0.0.0.0/0"
+    assert "0.0.0.0/0" in finding.found and SG.aws_id in finding.found
+    # the declared rules (http 80 from anywhere, all egress) are not findings
+    assert rule_findings(find_unmanaged("rec-group", STATE, load("describe_after_apply"))) == []
+
+
+def test_rule_stays_a_finding_after_a_refresh_reads_it_into_the_state():
+    # what a refresh-only apply leaves: the extra rule inline in aws_security_group.web
+    inline = [{"from_port": p, "to_port": p, "protocol": "tcp", "cidr_blocks": ["0.0.0.0/0"], "self": False,
+               "security_groups": [], "ipv6_cidr_blocks": [], "prefix_list_ids": [], "description": ""}
+              for p in (80, 22)]
+    state = refreshed(STATE, SG.aws_id, inline)
+    [finding] = rule_findings(find_unmanaged("rec-group", state, load("describe_out_of_band")))
+    assert finding.detail["rule"] == "ingress tcp 22 from 0.0.0.0/0"
+
+
+def test_group_with_inline_rules_is_left_to_drift():
+    # no aws_security_group_rule names the group: its inline rules are compared by the drift check
+    state = [r for r in STATE if r.type != "aws_security_group_rule"]
+    assert rule_findings(find_unmanaged("rec-group", state, load("describe_out_of_band"))) == []
+
+
+def test_security_group_sourced_self_and_all_traffic_rules_match_their_resources():
+    from immutable_infra.plan import StateResource
+
+    sg, web = "sg-0000000000000000a", "sg-0000000000000000b"
+    state = [
+        StateResource("aws_vpc.v", "aws_vpc", {"id": "vpc-1"}),
+        StateResource("aws_security_group.app", "aws_security_group", {"id": sg, "vpc_id": "vpc-1"}),
+        StateResource("aws_security_group_rule.from_web", "aws_security_group_rule", {
+            "type": "ingress", "security_group_id": sg, "protocol": "tcp", "from_port": 8080, "to_port": 8080,
+            "source_security_group_id": web, "self": False, "cidr_blocks": None}),
+        StateResource("aws_security_group_rule.self", "aws_security_group_rule", {
+            "type": "ingress", "security_group_id": sg, "protocol": "-1", "from_port": 0, "to_port": 0,
+            "self": True}),
+        StateResource("aws_security_group_rule.out", "aws_security_group_rule", {
+            "type": "egress", "security_group_id": sg, "protocol": "-1", "from_port": 0, "to_port": 0,
+            "cidr_blocks": ["0.0.0.0/0"]}),
+    ]
+    live = {"GroupId": sg, "GroupName": "app", "VpcId": "vpc-1",
+            "IpPermissions": [
+                {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{"GroupId": web}]},
+                {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]},
+            ],
+            "IpPermissionsEgress": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}
+    assert find_unmanaged("g", state, {"security_groups": [live]}) == []
+    # the same port from another group, and a wider port range, are not declared
+    live["IpPermissions"] += [
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{"GroupId": "sg-0000000000000000c"}]},
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8090, "UserIdGroupPairs": [{"GroupId": web}]},
+    ]
+    found = sorted(f.detail["rule"] for f in find_unmanaged("g", state, {"security_groups": [live]}))
+    assert found == [f"ingress tcp 8080 from sg-0000000000000000c", f"ingress tcp 8080-8090 from {web}"]

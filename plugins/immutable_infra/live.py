@@ -12,10 +12,22 @@ from immutable_infra.plan import state_resources
 from immutable_infra.snapshot import merge_snapshots, take_snapshot
 
 
-def group_vpc_ids(outputs: dict[str, Any]) -> list[str]:
-    """The VPCs a group owns, from its outputs (``vpc_id`` or ``vpc_ids``)."""
-    ids = outputs.get("vpc_ids") or ([outputs["vpc_id"]] if outputs.get("vpc_id") else [])
-    return [i for i in ids if i]
+def group_vpc_ids(outputs: dict[str, Any] | None, state: dict[str, Any] | None = None) -> list[str]:
+    """The VPCs a group owns.
+
+    Discovered from its Terraform state: every ``aws_vpc`` instance, in the
+    root module or any child module, under ``count`` or ``for_each``. An
+    output ``vpc_ids`` (a list) or ``vpc_id`` still overrides the state, for
+    groups that want to name their VPCs themselves. Sorted, without repeats.
+    """
+    outputs = outputs or {}
+    named = outputs.get("vpc_ids") or ([outputs["vpc_id"]] if outputs.get("vpc_id") else [])
+    if isinstance(named, str):
+        named = [named]
+    ids = [str(i) for i in named if i]
+    if not ids:
+        ids = [r.aws_id for r in state_resources(state) if r.type == "aws_vpc" and r.aws_id]
+    return sorted(set(ids))
 
 
 def describe_group(ec2: Any, vpc_ids: list[str], group: str) -> dict[str, Any]:

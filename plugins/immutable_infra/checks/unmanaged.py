@@ -8,6 +8,13 @@ lists of ``describe_*`` calls (boto3 shapes) under the keys ``instances``,
 VPC's main route table and its association, the default security group and
 network ACL, the local route, and network interfaces AWS creates for
 instances, NAT gateways and load balancers.
+
+Rules: a security group whose rules Terraform manages as separate
+``aws_security_group_rule`` resources (any rule resource names it) must have
+no live rule that none of those resources declares. The comparison is with
+the rule resources, never with the group's own ``ingress``/``egress`` in the
+state, so a rule added by hand stays a finding after a refresh-only apply
+has read it into the state (and a plain plan never proposes to remove it).
 """
 
 from __future__ import annotations
@@ -68,7 +75,8 @@ _ID_KEYS = {
 }
 
 
-_LABELS = {"routes": "route", "route_table_associations": "route table association"}
+_LABELS = {"routes": "route", "route_table_associations": "route table association",
+           "security_group_rules": "security group rule"}
 
 
 def _gone(kind: str, item: Mapping[str, Any]) -> bool:
@@ -182,6 +190,8 @@ def find_unmanaged(
                 if kind == "route_tables":
                     findings += _unmanaged_routes(group, item, state)
                     findings += _unmanaged_associations(group, item, managed_ids)
+                elif kind == "security_groups":
+                    findings += unmanaged_security_group_rules(group, item, state)
                 continue
             if _aws_default(kind, item, instance_ids):
                 continue
@@ -205,4 +215,96 @@ def _unmanaged_associations(group: str, table: Mapping[str, Any], managed_ids: s
                 _finding(group, "route_table_associations", assoc_id, f"route table {table.get('RouteTableId')}",
                          {"route_table_id": table.get("RouteTableId"), "target": target})
             )
+    return findings
+
+
+# -- security group rules managed as aws_security_group_rule -------------------
+
+#: One atomic rule: (direction, protocol, from port, to port, source kind, source).
+RuleKey = tuple[str, str, Any, Any, str, str]
+
+
+def _protocol(value: Any) -> str:
+    from immutable_infra.checks.noise import normalise_protocol
+
+    return normalise_protocol(value)
+
+
+def _ports(protocol: str, from_port: Any, to_port: Any) -> tuple[Any, Any]:
+    # All traffic ("-1") has no ports: AWS omits them, Terraform writes 0/0.
+    if protocol == "-1":
+        return None, None
+    return (int(from_port) if from_port is not None else None, int(to_port) if to_port is not None else None)
+
+
+def live_rule_keys(security_group: Mapping[str, Any]) -> list[RuleKey]:
+    """The live rules of one security group (``describe_security_groups`` shape), one key per source."""
+    keys: list[RuleKey] = []
+    for direction, field_name in (("ingress", "IpPermissions"), ("egress", "IpPermissionsEgress")):
+        for perm in security_group.get(field_name) or ():
+            protocol = _protocol(perm.get("IpProtocol"))
+            low, high = _ports(protocol, perm.get("FromPort"), perm.get("ToPort"))
+            sources = [("cidr", r.get("CidrIp", "")) for r in perm.get("IpRanges") or ()]
+            sources += [("ipv6", r.get("CidrIpv6", "")) for r in perm.get("Ipv6Ranges") or ()]
+            sources += [("prefix", r.get("PrefixListId", "")) for r in perm.get("PrefixListIds") or ()]
+            sources += [("sg", r.get("GroupId", "")) for r in perm.get("UserIdGroupPairs") or ()]
+            keys += [(direction, protocol, low, high, kind, value) for kind, value in sources]
+    return keys
+
+
+def declared_rule_keys(group_id: str, state: Sequence[StateResource]) -> set[RuleKey] | None:
+    """The rules the state's ``aws_security_group_rule`` resources declare on ``group_id``.
+
+    None when no rule resource names the group (its rules are inline, or it has none).
+    """
+    rules = [r.values for r in state if r.type == "aws_security_group_rule"
+             and r.values.get("security_group_id") == group_id]
+    if not rules:
+        return None
+    keys: set[RuleKey] = set()
+    for rule in rules:
+        direction = str(rule.get("type") or "")
+        protocol = _protocol(rule.get("protocol"))
+        low, high = _ports(protocol, rule.get("from_port"), rule.get("to_port"))
+        sources = [("cidr", c) for c in rule.get("cidr_blocks") or ()]
+        sources += [("ipv6", c) for c in rule.get("ipv6_cidr_blocks") or ()]
+        sources += [("prefix", c) for c in rule.get("prefix_list_ids") or ()]
+        if rule.get("source_security_group_id"):
+            sources.append(("sg", str(rule["source_security_group_id"])))
+        if rule.get("self"):
+            sources.append(("sg", group_id))
+        keys |= {(direction, protocol, low, high, kind, value) for kind, value in sources}
+    return keys
+
+
+def _describe_rule(key: RuleKey) -> str:
+    direction, protocol, low, high, kind, value = key
+    name = {"6": "tcp", "17": "udp", "1": "icmp", "-1": "all"}.get(protocol, protocol)
+    ports = "" if low is None else (f" {low}" if low == high else f" {low}-{high}")
+    other = "from" if direction == "ingress" else "to"
+    return f"{direction} {name}{ports} {other} {value}"
+
+
+def unmanaged_security_group_rules(group: str, security_group: Mapping[str, Any],
+                                   state: Sequence[StateResource]) -> list[Finding]:
+    """Live rules of a group managed by ``aws_security_group_rule`` resources that none of them declares."""
+    sg_id = str(security_group.get("GroupId", ""))
+    declared = declared_rule_keys(sg_id, state)
+    if declared is None:
+        return []
+    address = next((r.address for r in state if r.type == "aws_security_group" and r.aws_id == sg_id), "")
+    findings = []
+    seen: set[RuleKey] = set()
+    for key in live_rule_keys(security_group):
+        if key in declared or key in seen:
+            continue
+        seen.add(key)
+        rule = _describe_rule(key)
+        findings.append(Finding(
+            check=CHECK, group=group, address=address, aws_id=sg_id,
+            expected="only the rules its aws_security_group_rule resources declare",
+            found=f"unmanaged security group rule on {sg_id}: {rule}",
+            detail={"type": "security_group_rules", "id": sg_id, "rule": rule, "direction": key[0],
+                    "protocol": key[1], "from_port": key[2], "to_port": key[3], "source": f"{key[4]}:{key[5]}"},
+        ))
     return findings
