@@ -7,19 +7,23 @@ to ``"<other group>.<output>"``; those references make the dependency graph.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
-CONFIG_FILE = "group.toml"
-KINDS = ("ops-center", "application")
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-INPUT_REF = re.compile(r"^(?P<group>[a-z0-9][a-z0-9-]*)\.(?P<output>[A-Za-z_][A-Za-z0-9_]*)$")
+from immutable_infra import config as config_mod
+from immutable_infra.config import GROUP_FILE, INPUT_REF, KINDS, NAME, ConfigError, GroupConfig
+from immutable_infra.errors import ToolError
+from immutable_infra.flows import Flow
+
+CONFIG_FILE = GROUP_FILE
+__all__ = ["CONFIG_FILE", "INPUT_REF", "KINDS", "NAME", "Catalog", "CatalogError", "Group", "Input", "load_group",
+           "resolve_inputs"]
 
 
-class CatalogError(Exception):
+class CatalogError(ToolError):
     """A group cannot be used as written; the message names the group, the file and the fix."""
 
 
@@ -32,7 +36,7 @@ class Input:
 
 @dataclass
 class Group:
-    """One infrastructure group: its folder and its config."""
+    """One infrastructure group: its folder and its validated config (``spec``, see ``immutable_infra.config``)."""
 
     name: str
     path: Path
@@ -44,7 +48,9 @@ class Group:
     roles: dict[str, int] = field(default_factory=dict)
     rebuild_budget_seconds: float | None = None
     description: str = ""
+    #: The TOML as read (already validated against ``spec``); prefer the typed fields and ``spec``.
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    spec: GroupConfig | None = field(default=None, repr=False)
 
     @property
     def config_file(self) -> Path:
@@ -54,9 +60,29 @@ class Group:
     def depends_on(self) -> list[str]:
         return sorted({i.group for i in self.inputs})
 
+    @property
+    def flows(self) -> tuple[Flow, ...]:
+        return tuple(self.spec.flows) if self.spec else ()
+
+    @property
+    def isolation(self) -> tuple[Flow, ...]:
+        return tuple(self.spec.isolation) if self.spec else ()
+
+    @property
+    def chaos(self) -> config_mod.ChaosConfig:
+        return self.spec.chaos if self.spec else config_mod.ChaosConfig()
+
+    @property
+    def mutation(self) -> config_mod.MutationConfig:
+        return self.spec.mutation if self.spec else config_mod.MutationConfig()
+
+    @property
+    def disaster_partner(self) -> str | None:
+        return self.spec.disaster.partner if self.spec and self.spec.disaster else None
+
 
 def load_group(path: Path) -> Group:
-    """Read one group folder; raise CatalogError naming the file and the fix."""
+    """Read and validate one group folder; raise CatalogError naming the group, the file and the fix."""
     name = path.name
     config = path / CONFIG_FILE
     if not config.is_file():
@@ -65,48 +91,29 @@ def load_group(path: Path) -> Group:
         raw = tomllib.loads(config.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"group {name}: {config} is not valid TOML ({exc}); fix the syntax") from None
-
-    def need(key: str, kind: type) -> Any:
-        if key not in raw:
-            raise CatalogError(f"group {name}: {config} has no '{key}'; add it")
-        value = raw[key]
-        if not isinstance(value, kind):
-            raise CatalogError(f"group {name}: {config}: '{key}' must be a {kind.__name__}, not {value!r}")
-        return value
-
-    kind = need("kind", str)
-    if kind not in KINDS:
-        raise CatalogError(f"group {name}: {config}: kind = {kind!r}; use one of {', '.join(KINDS)}")
-    inputs = []
-    for variable, ref in (raw.get("inputs") or {}).items():
-        m = INPUT_REF.match(ref) if isinstance(ref, str) else None
-        if not m:
-            raise CatalogError(
-                f"group {name}: {config}: input {variable} = {ref!r}; write it as \"<group>.<output>\""
-            )
-        if m["group"] == name:
-            raise CatalogError(f"group {name}: {config}: input {variable} takes an output of the group itself; remove it")
-        inputs.append(Input(variable, m["group"], m["output"]))
-    roles = raw.get("roles") or {}
-    if not isinstance(roles, dict) or not all(isinstance(v, int) and v >= 0 for v in roles.values()):
-        raise CatalogError(f"group {name}: {config}: [roles] must map role names to instance counts (integers)")
-    budget = raw.get("rebuild_budget_seconds")
-    if budget is not None and not isinstance(budget, (int, float)):
-        raise CatalogError(f"group {name}: {config}: rebuild_budget_seconds must be a number of seconds")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"group {name}: cannot read {config} ({exc})") from None
+    try:
+        spec = config_mod.validate(GroupConfig, raw, config, group=name)
+    except ConfigError as exc:
+        text = str(exc)
+        raise CatalogError(text if text.startswith(f"group {name}") else f"group {name}: {text}") from None
     if not any(path.glob("*.tf")):
         raise CatalogError(f"group {name}: {path} has no .tf files; a group is a folder of Terraform")
+    inputs = [Input(variable, *INPUT_REF.match(ref).group("group", "output")) for variable, ref in spec.inputs.items()]
     return Group(
         name=name,
         path=path,
-        kind=kind,
-        region=need("region", str),
-        vpc_cidr=need("vpc_cidr", str),
-        peers=list(raw.get("peers") or []),
+        kind=spec.kind,
+        region=spec.region,
+        vpc_cidr=spec.vpc_cidr,
+        peers=list(spec.peers),
         inputs=inputs,
-        roles=dict(roles),
-        rebuild_budget_seconds=float(budget) if budget is not None else None,
-        description=str(raw.get("description", "")),
+        roles=dict(spec.roles),
+        rebuild_budget_seconds=spec.rebuild_budget_seconds,
+        description=spec.description,
         raw=raw,
+        spec=spec,
     )
 
 
@@ -124,8 +131,52 @@ class Catalog:
         """Shared modules, next to the groups folder (``../modules``)."""
         return self.groups_dir.parent / "modules"
 
+    @property
+    def roles_file(self) -> Path:
+        """The roles catalog, next to the groups folder (``../roles.toml``)."""
+        return self.groups_dir.parent / config_mod.ROLES_FILE
+
+    @property
+    def parity_file(self) -> Path:
+        """The image parity allow-list (``../images/parity.toml``), optional."""
+        return self.groups_dir.parent / "images" / config_mod.PARITY_FILE
+
+    @cached_property
+    def roles(self) -> dict[str, Any]:
+        """The roles catalog (``roles.Role`` by name), read once."""
+        from immutable_infra.roles import RolesError, load_roles
+
+        if not self.roles_file.is_file():
+            raise CatalogError(
+                f"no roles catalog beside the groups folder {self.groups_dir}: {self.roles_file} is missing; "
+                "create it (one [roles.NAME] table per role) or point --groups-dir at a folder that has one beside it"
+            )
+        try:
+            return load_roles(self.roles_file)
+        except RolesError as exc:
+            raise CatalogError(str(exc)) from None
+
     def names(self) -> list[str]:
         return sorted(p.name for p in self.groups_dir.iterdir() if p.is_dir() and (p / CONFIG_FILE).exists())
+
+    def validate(self) -> list[Group]:
+        """Load every group of the folder, the roles catalog and the parity allow-list, and check the names
+        they share (peers, inputs, partners, roles, flow ends). The first problem raises CatalogError."""
+        groups = [self.get(name) for name in self.names()]
+        roles = self.roles
+        if self.parity_file.is_file():
+            from immutable_infra.images import ImageManifestError, load_allow_list
+
+            try:
+                load_allow_list(self.parity_file)
+            except ImageManifestError as exc:
+                raise CatalogError(str(exc)) from None
+        try:
+            config_mod.check_catalog({g.name: g.spec for g in groups}, {g.name: g.config_file for g in groups},
+                                     {name: r.spec for name, r in roles.items()}, self.roles_file)
+        except ConfigError as exc:
+            raise CatalogError(str(exc)) from None
+        return groups
 
     def get(self, name: str) -> Group:
         if name not in self._groups:

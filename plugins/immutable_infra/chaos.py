@@ -40,6 +40,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from immutable_infra.errors import ToolError
+
 #: The public names of our checks, in report order.
 CHECKS: tuple[str, ...] = ("mutation", "drift", "unmanaged", "roles", "reachability", "parity")
 
@@ -56,7 +58,7 @@ Clients = Callable[[str, str], Any]
 DETECTED, MISSED, NOT_EXPECTED, UNEXPECTED = "detected", "missed", "not-expected", "unexpected"
 
 
-class FaultRefused(Exception):
+class FaultRefused(ToolError):
     """Chaos would touch something it must not. ``code`` says why, for tests and reports:
 
     ``audit`` (audit mode never writes), ``not-in-run`` (the target lacks the

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from immutable_infra.errors import ToolError
+
 #: Errors worth one more try: a lock held by a process that just ended, and
 #: throttling or connection resets from the endpoint. Nothing else is retried.
 TRANSIENT_ERRORS = (
@@ -47,7 +49,7 @@ GRACEFUL_STOP_SECONDS = 180
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class TerraformError(Exception):
+class TerraformError(ToolError):
     """Terraform failed: the command, its exit code and its diagnostics."""
 
     def __init__(self, command: list[str], exit_code: int, diagnostics: list[str], workdir: Path, stderr: str = ""):

@@ -25,6 +25,7 @@ from typing import Any, Callable
 from immutable_infra.catalog import Catalog, CatalogError, Group, resolve_inputs
 from immutable_infra.engine import DEFAULT_PARALLELISM, Driver, EmbeddedDriver, Terraform, TerraformError
 from immutable_infra.sandbox import Sandbox
+from immutable_infra.errors import ToolError
 
 RUN_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 OVERRIDE_FILE = "immutable_infra_override.tf"
@@ -34,7 +35,7 @@ DEFAULT_TTL_HOURS = 6.0
 Say = Callable[[str], None]
 
 
-class RunError(Exception):
+class RunError(ToolError):
     """A run cannot be used as asked; the message says why and what to do."""
 
 

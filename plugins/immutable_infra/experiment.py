@@ -60,7 +60,7 @@ def snapshot(h: "Harness", name: str) -> dict[str, Any]:
 
     rec = h.run.groups[name]
     snap = describe(h, name)
-    snap.update(describe_extras(h.sandbox.client, rec.region, group_vpc_ids(rec.outputs)))
+    snap.update(describe_extras(h.sandbox.client, rec.region, group_vpc_ids(rec.outputs, h.deployer.terraform(name).state())))
     return snap
 
 

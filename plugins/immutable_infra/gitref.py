@@ -7,8 +7,10 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+from immutable_infra.errors import ToolError
 
-class GitRefError(Exception):
+
+class GitRefError(ToolError):
     """The base revision cannot be read; the message says why and how to fix it."""
 
 

@@ -39,6 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from immutable_infra.errors import ToolError
+
 #: Builder types whose artifacts are AMIs (``artifact_id`` is ``region:ami-id[,region:ami-id...]``).
 AMI_BUILDER_TYPES = frozenset({"amazon-ebs"})
 #: Builder types whose artifacts are Vagrant boxes (``artifact_id`` is the box file path).
@@ -67,7 +69,7 @@ _AMI_ARTIFACT = re.compile(r"^(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+):(?P<ami>ami-[
 _SHA256_LINE = re.compile(r"^(?P<hash>[0-9a-fA-F]{64}) [ *](?P<path>.+)$")
 
 
-class ImageManifestError(ValueError):
+class ImageManifestError(ToolError, ValueError):
     """A Packer manifest, package manifest, config hash list or allow-list is missing or malformed.
 
     The message names the file and says how to fix it.
@@ -80,7 +82,7 @@ class ImageManifestError(ValueError):
         super().__init__(f"{path}: {problem}. Fix: {fix}")
 
 
-class ImageRegistrationError(RuntimeError):
+class ImageRegistrationError(ToolError, RuntimeError):
     """Registering the manifests' AMIs in the sandbox did not give the order Terraform needs (a tool problem)."""
 
 
@@ -467,7 +469,12 @@ def load_catalog(root: Path | str) -> ImageCatalog:
 
 
 def load_allow_list(path: Path | str) -> AllowList:
-    """Read ``parity.toml``: ``[[package]]`` and ``[[config]]`` entries with only_in and reason."""
+    """Read ``parity.toml``: ``[[package]]`` and ``[[config]]`` entries with only_in and reason.
+
+    The schema is ``immutable_infra.config.ParityConfig`` (unknown keys are errors).
+    """
+    from immutable_infra.config import ConfigError, ParityConfig, validate
+
     path = Path(path)
     fix = (
         "each [[package]] needs name, only_in (\"amazon-ebs\" or \"vagrant\") and reason; "
@@ -478,29 +485,12 @@ def load_allow_list(path: Path | str) -> AllowList:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ImageManifestError(path, f"not valid TOML ({exc})", fix) from None
-    unknown = set(data) - {"package", "config"}
-    if unknown:
-        raise ImageManifestError(path, f"unknown table(s) {', '.join(sorted(unknown))}", fix)
-    builders = AMI_BUILDER_TYPES | DEV_BUILDER_TYPES
-    entries = []
-    for kind, key in (("package", "name"), ("config", "path")):
-        for index, raw in enumerate(data.get(kind, [])):
-            where = f"[[{kind}]] #{index + 1}"
-            if not isinstance(raw, dict):
-                raise ImageManifestError(path, f"{where} is not a table", fix)
-            name, only_in, reason = raw.get(key), raw.get("only_in"), raw.get("reason")
-            if not isinstance(name, str) or not name:
-                raise ImageManifestError(path, f"{where} has no {key}", fix)
-            if only_in not in builders:
-                raise ImageManifestError(
-                    path, f"{where} ({name}): only_in is {only_in!r}, not one of {', '.join(sorted(builders))}", fix
-                )
-            if not isinstance(reason, str) or not reason.strip():
-                raise ImageManifestError(path, f"{where} ({name}) has no reason", fix)
-            templates = raw.get("templates", [])
-            if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
-                raise ImageManifestError(path, f"{where} ({name}): templates is not a list of names", fix)
-            entries.append(AllowEntry(kind, name, only_in, reason.strip(), tuple(templates)))
+    try:
+        spec = validate(ParityConfig, data, path)
+    except ConfigError as exc:
+        raise ImageManifestError(path, str(exc).removeprefix(f"{path}: "), fix) from None
+    entries = [AllowEntry("package", p.name, p.only_in, p.reason.strip(), tuple(p.templates)) for p in spec.package]
+    entries += [AllowEntry("config", c.path, c.only_in, c.reason.strip(), tuple(c.templates)) for c in spec.config]
     return AllowList(tuple(entries), str(path))
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from immutable_infra import PROVIDER_SOURCE, PROVIDER_VERSION
+from immutable_infra.errors import ToolError
 
 #: The AWS services the seed groups use, each pointed at the endpoint.
 #: Provider 3.39.0 has no ``elbv2`` argument: its ``elb`` endpoint also serves ``aws_lb``.
@@ -37,7 +38,7 @@ SANDBOX_CREDENTIALS = {
 }
 
 
-class SandboxError(Exception):
+class SandboxError(ToolError):
     """The embedded AWS could not be set up or reached (a tool problem, not a finding)."""
 
 

@@ -41,10 +41,18 @@ def neighbour_resources(h: "Harness", name: str) -> list[Any]:
 
 
 def describe(h: "Harness", name: str) -> dict[str, Any]:
-    from immutable_infra.live import describe_group, group_vpc_ids
+    from immutable_infra.live import describe_group
 
     rec = h.run.groups[name]
-    return describe_group(h.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs), name)
+    return describe_group(h.sandbox.client("ec2", rec.region), vpc_ids(h, name), name)
+
+
+def vpc_ids(h: "Harness", name: str) -> list[str]:
+    """The group's VPCs: every aws_vpc of its state (modules, count, for_each), unless an output names them."""
+    from immutable_infra.live import group_vpc_ids
+
+    rec = h.run.groups[name]
+    return group_vpc_ids(rec.outputs) or group_vpc_ids({}, h.deployer.terraform(name).state())
 
 
 def drift(h: "Harness", name: str) -> Result:
@@ -116,8 +124,9 @@ def run_snapshot(h: "Harness") -> dict[str, Any]:
         rec = h.run.groups[other]
         if rec.status != "applied":
             continue
-        pairs.append((h.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs)))
-        addresses.update(addresses_from_state(h.deployer.terraform(other).state()))
+        state = h.deployer.terraform(other).state()
+        pairs.append((h.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs, state)))
+        addresses.update(addresses_from_state(state))
     snapshot = take(pairs)
     snapshot["addresses"] = addresses
     return snapshot
