@@ -1,5 +1,10 @@
 """Chaos: inject every catalog fault into the ephemeral run, prove the expected checks catch it, repair, prove green.
 
+A fault counts as caught only through new findings (against a baseline taken
+right before its batch) about what it touched; a new finding no fault explains
+is a false alarm. Misses, false alarms and what a repair left behind are
+findings of the ``chaos`` check, and every test here gives that check's verdict.
+
 Which faults and checks apply to a group can be narrowed in its group.toml::
 
     [chaos]
@@ -15,7 +20,7 @@ from immutable_infra.findings import format_findings
 from immutable_infra.plugin import TOOL_ERRORS
 from immutable_infra.verify import CHECKS
 
-pytestmark = pytest.mark.infra_destructive
+pytestmark = [pytest.mark.infra_destructive, pytest.mark.infra_check("chaos")]
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +40,11 @@ def chaos_experiment(applied_group, infra, infra_report):
         infra_report.extra += write_matrix(matrix, folder)
         infra_report.table(applied_group.name, "chaos", "detection", matrix["rows"])
         infra_report.fact(applied_group.name, "chaos", detection_ratio=matrix.get("ratio"),
-                          missed=[f"{f}:{c}" for f, c in missed(matrix)])
+                          missed=[f"{f}:{c}" for f, c in missed(matrix)],
+                          false_alarms=[str(f) for f in result.false_alarms],
+                          errors=dict(result.errors), skipped=dict(result.skipped),
+                          unsettled_batches=list(result.unsettled))
+        infra_report.findings(applied_group.name, "chaos", result.findings())
     return result
 
 
@@ -55,6 +64,7 @@ def test_fault_is_caught_by_its_expected_checks(chaos_experiment, fault, infra):
     outcome = chaos_experiment.outcome(fault)
     if outcome is None:
         pytest.skip(f"{fault} is not in this group's [chaos] faults")
+    assert not outcome.error, f"{fault} could not be injected ({outcome.fault!r}): {outcome.error}"
     assert outcome.expected or outcome.detected, f"{fault}: no check is expected to catch it here ({outcome.fault!r})"
     assert not outcome.missed, (
         f"{fault} missed by {', '.join(outcome.missed)}: injected {outcome.fault!r}; "
@@ -62,7 +72,18 @@ def test_fault_is_caught_by_its_expected_checks(chaos_experiment, fault, infra):
     )
 
 
+def test_no_false_alarm(chaos_experiment, infra):
+    if infra.settings.chaos_dry_run:
+        pytest.skip("--chaos-dry-run: nothing injected")
+    assert not chaos_experiment.false_alarms, (
+        "new findings that no injected fault explains (false alarms):\n" + format_findings(chaos_experiment.false_alarms))
+
+
 def test_everything_green_after_repair(chaos_experiment, infra):
     if infra.settings.chaos_dry_run:
         pytest.skip("--chaos-dry-run: nothing injected")
-    assert not chaos_experiment.residue, "findings left after repairing by apply:\n" + format_findings(chaos_experiment.residue)
+    repair_errors = {k: v for k, v in chaos_experiment.errors.items() if k not in CATALOG}
+    assert not repair_errors, "the repair did not run to the end: " + "; ".join(f"{k}: {v}" for k, v in repair_errors.items())
+    assert not chaos_experiment.residue, (
+        "findings left after the repair (the group was not settled over them):\n"
+        + format_findings(chaos_experiment.residue))

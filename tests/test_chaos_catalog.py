@@ -305,7 +305,8 @@ def test_catalog_is_complete_and_named_once():
         assert set(cls.expected_checks) <= set(CHECKS) and set(cls.conditional_checks) <= set(CHECKS)
         assert cls.repair == "by apply" and cls.summary
     assert CATALOG["stale_ami_replacement"].expected_checks == ("parity", "unmanaged", "drift")
-    assert {n for n, c in CATALOG.items() if c.adds_unmanaged} == {"rogue_instance", "stale_ami_replacement"}
+    assert {n for n, c in CATALOG.items() if c.adds_unmanaged} == {
+        "rogue_instance", "stale_ami_replacement", "sg_opened_to_world", "acl_deny_added"}
 
 
 @pytest.mark.parametrize("name", sorted(CATALOG))

@@ -69,7 +69,7 @@ def test_history_entry_defaults_to_now_in_utc():
 @pytest.mark.parametrize(
     ("group", "message"),
     [
-        ({"verdicts": {"drift": "ok"}}, "'pass' or 'fail'"),
+        ({"verdicts": {"drift": "ok"}}, "verdicts must be one of error, fail, not-run, pass, skip"),
         ({"rebuild_seconds": "74"}, "rebuild_seconds must be a number"),
         ({"budget_seconds": True}, "budget_seconds must be a number"),
         ({"drift_count": 1.5}, "drift_count must be an integer"),

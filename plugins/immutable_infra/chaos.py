@@ -88,6 +88,16 @@ def _pick(candidates: Sequence[Any], rng_or_index: int | random.Random) -> Any:
     return candidates[int(rng_or_index) % len(candidates)]
 
 
+def _ignore_not_found(call: Callable[[], Any]) -> None:
+    """Run an undo call; what it would remove being gone already is fine."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - botocore ClientError, without importing botocore here
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if not (code.endswith("NotFound") or code.endswith(".NotFound")):
+            raise
+
+
 def _alive(instance: Mapping[str, Any]) -> bool:
     return (instance.get("State") or {}).get("Name") not in ("terminated", "shutting-down")
 
@@ -472,6 +482,7 @@ class SgOpenedToWorld(Fault):
         "reachability": "when a routed peer holds an isolated source on port 22 of a member (isolation broken)",
     }
     summary: ClassVar[str] = "authorize tcp 22 from 0.0.0.0/0 on a security group"
+    adds_unmanaged: ClassVar[bool] = True
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
@@ -489,44 +500,119 @@ class SgOpenedToWorld(Fault):
             "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "chaos: sg_opened_to_world"}],
         }])
 
+    def undo(self, clients):
+        """Revoke the rule it added: an apply does not, when the group's rules are aws_security_group_rule
+        resources (Terraform never deletes a rule it does not manage)."""
+        _ignore_not_found(lambda: clients("ec2", self.region).revoke_security_group_ingress(
+            GroupId=self.target, IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                                                 "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]))
+
+
+def sg_rules(snapshot: Mapping[str, Any], run_id: str | None = None) -> list[tuple[str, str, int, int, str]]:
+    """Ingress rules of the snapshot's security groups, one per source: (group, protocol, from, to, source).
+
+    ``source`` is a CIDR or the id of the source security group. Only groups
+    tagged ``Run=<run_id>`` when a run id is given.
+    """
+    out = []
+    for sg in snapshot.get("security_groups", []):
+        if run_id is not None and not _has_run(sg, run_id):
+            continue
+        for perm in sg.get("IpPermissions") or ():
+            proto = str(perm.get("IpProtocol"))
+            lo, hi = int(perm.get("FromPort", -1)), int(perm.get("ToPort", -1))
+            for rng in perm.get("IpRanges") or ():
+                if rng.get("CidrIp"):
+                    out.append((sg["GroupId"], proto, lo, hi, rng["CidrIp"]))
+            for pair in perm.get("UserIdGroupPairs") or ():
+                if pair.get("GroupId"):
+                    out.append((sg["GroupId"], proto, lo, hi, pair["GroupId"]))
+    return out
+
+
+def without_rule(snapshot: Mapping[str, Any], rule: tuple[str, str, int, int, str]) -> dict[str, Any]:
+    """A copy of the snapshot in which one ingress rule (one source of it) is revoked."""
+    import copy
+
+    sg_id, proto, lo, hi, source = rule
+    out = dict(snapshot)
+    groups = []
+    for sg in snapshot.get("security_groups", []):
+        if sg.get("GroupId") == sg_id:
+            sg = copy.deepcopy(sg)
+            for perm in sg.get("IpPermissions") or ():
+                if (str(perm.get("IpProtocol")), int(perm.get("FromPort", -1)), int(perm.get("ToPort", -1))) == (proto, lo, hi):
+                    perm["IpRanges"] = [r for r in perm.get("IpRanges") or () if r.get("CidrIp") != source]
+                    perm["UserIdGroupPairs"] = [p for p in perm.get("UserIdGroupPairs") or () if p.get("GroupId") != source]
+        groups.append(sg)
+    out["security_groups"] = groups
+    return out
+
 
 @dataclass(frozen=True, repr=False)
 class FlowRuleRevoked(Fault):
-    """An ingress rule that carries a declared flow (from another group's CIDR) revoked."""
+    """An ingress rule revoked: one source (another group's or the VPC's CIDR, or a security group) of a port.
+
+    Which checks must see it depends on the group: drift always; reachability
+    only when the rule carries a declared flow (``carries_flow``). ``select``
+    learns that from ``snapshot["flow_rules"]``: the rules whose revocation
+    blocks a declared flow, found by the experiment with the reachability
+    analyzer itself (:func:`without_rule`). Rules that carry a flow are
+    preferred, so index 0 exercises reachability whenever the group can.
+    """
 
     protocol: str = "tcp"
     from_port: int = 0
     to_port: int = 0
     cidr: str = ""
+    source_group: str = ""
+    carries_flow: bool = False
 
     name: ClassVar[str] = "flow_rule_revoked"
-    expected_checks: ClassVar[tuple[str, ...]] = ("drift", "reachability")
-    summary: ClassVar[str] = "revoke an ingress rule whose source is another group's CIDR"
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when the revoked rule carries a declared flow ([[flows]]): the analyzer says so per rule",
+    }
+    summary: ClassVar[str] = "revoke an ingress rule from another group's or the VPC's CIDR, or from a security group"
+
+    def expected(self):
+        return self.expected_checks + (("reachability",) if self.carries_flow else ())
+
+    @property
+    def rule(self) -> tuple[str, str, int, int, str]:
+        return (self.target, self.protocol, self.from_port, self.to_port, self.cidr or self.source_group)
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
         peers = _peer_cidrs(snapshot)
         own = {v.get("CidrBlock") for v in snapshot.get("vpcs", [])}
-        rules: dict[str, list[tuple[str, dict[str, Any], str]]] = {"peer": [], "own": []}
-        for sg in sorted(snapshot.get("security_groups", []), key=lambda g: g["GroupId"]):
-            if not _has_run(sg, run_id):
-                continue
-            for perm in sg.get("IpPermissions") or ():
-                for rng in perm.get("IpRanges") or ():
-                    cidr = rng.get("CidrIp", "")
-                    if cidr in peers:
-                        rules["peer"].append((sg["GroupId"], perm, cidr))
-                    elif cidr in own:
-                        rules["own"].append((sg["GroupId"], perm, cidr))
-        chosen = _pick(rules["peer"] or rules["own"], rng_or_index)
+        sgs = {g["GroupId"] for g in snapshot.get("security_groups", [])}
+        flow_rules = {tuple(r) for r in snapshot.get("flow_rules") or ()}
+        # Preference: rules that carry a declared flow, then another group's CIDR, a security group, the VPC's CIDR.
+        tiers: list[list[tuple[str, str, int, int, str]]] = [[], [], [], []]
+        for r in sorted(sg_rules(snapshot, run_id)):
+            if r in flow_rules:
+                tiers[0].append(r)
+            elif r[4] in peers:
+                tiers[1].append(r)
+            elif r[4] in sgs:
+                tiers[2].append(r)
+            elif r[4] in own:
+                tiers[3].append(r)
+        chosen = _pick(next((t for t in tiers if t), []), rng_or_index)
         if chosen is None:
             return None
-        sg_id, perm, cidr = chosen
-        return cls(sg_id, snapshot.get("region", ""), run_id, str(perm.get("IpProtocol")),
-                   int(perm.get("FromPort", -1)), int(perm.get("ToPort", -1)), cidr)
+        sg_id, proto, lo, hi, source = chosen
+        by_sg = source in sgs
+        return cls(sg_id, snapshot.get("region", ""), run_id, proto, lo, hi,
+                   "" if by_sg else source, source if by_sg else "", chosen in flow_rules)
 
     def _permission(self) -> dict[str, Any]:
-        perm: dict[str, Any] = {"IpProtocol": self.protocol, "IpRanges": [{"CidrIp": self.cidr}]}
+        perm: dict[str, Any] = {"IpProtocol": self.protocol}
+        if self.source_group:
+            perm["UserIdGroupPairs"] = [{"GroupId": self.source_group}]
+        else:
+            perm["IpRanges"] = [{"CidrIp": self.cidr}]
         if self.protocol != "-1":
             perm.update(FromPort=self.from_port, ToPort=self.to_port)
         return perm
@@ -654,6 +740,7 @@ class AclDenyAdded(Fault):
     name: ClassVar[str] = "acl_deny_added"
     expected_checks: ClassVar[tuple[str, ...]] = ("drift", "reachability")
     summary: ClassVar[str] = "add ACL rule 1: deny tcp 22 inbound from 0.0.0.0/0"
+    adds_unmanaged: ClassVar[bool] = True
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
@@ -672,6 +759,11 @@ class AclDenyAdded(Fault):
         clients("ec2", self.region).create_network_acl_entry(
             NetworkAclId=self.target, RuleNumber=1, Egress=False, Protocol="6", RuleAction="deny",
             CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
+
+    def undo(self, clients):
+        """Delete the entry it added: an apply does not, when the ACL's entries are aws_network_acl_rule resources."""
+        _ignore_not_found(lambda: clients("ec2", self.region).delete_network_acl_entry(
+            NetworkAclId=self.target, RuleNumber=1, Egress=False))
 
 
 @dataclass(frozen=True, repr=False)
@@ -1029,6 +1121,92 @@ def fault_strategy(snapshot: Mapping[str, Any], run_id: str, group: str, names: 
         st.sampled_from(usable), st.integers(min_value=0, max_value=63))
 
 
+def candidates(name: str, snapshot: Mapping[str, Any], run_id: str, group: str,
+               addresses: Mapping[str, str] | None = None, seed: int | str = 0) -> list[Fault]:
+    """Every distinct target of one fault in the snapshot, in an order that depends only on the group.
+
+    The candidates are sorted by what they touch named by Terraform address
+    (AWS ids differ from run to run, addresses do not), then shuffled by a
+    ``random.Random`` seeded with ``seed``, the group and the fault name: the
+    same group and seed give the same targets on every run.
+    """
+    cls = CATALOG[name]
+    found: dict[str, Fault] = {}
+    for index in range(256):
+        fault = cls.select(snapshot, run_id, group, index)
+        if fault is None or repr(fault) in found:
+            break
+        found[repr(fault)] = fault
+    addresses = addresses or {}
+    ordered = sorted(found.values(), key=lambda f: stable_key(f, addresses))
+    random.Random(f"{seed}:{group}:{name}").shuffle(ordered)
+    return ordered
+
+
+def stable_key(fault: Fault, addresses: Mapping[str, str]) -> str:
+    """The fault's repr with every AWS id the state knows replaced by its Terraform address."""
+    text = repr(fault)
+    for aws_id in sorted((i for i in addresses if i and i in text), key=len, reverse=True):
+        text = text.replace(aws_id, addresses[aws_id])
+    return text
+
+
+#: Attributes by which a Terraform resource belongs to what a fault touched (a route of a touched table,
+#: a rule of a touched security group, an EIP of a touched instance, ...).
+CHILD_ATTRIBUTES = ("route_table_id", "security_group_id", "network_acl_id", "vpc_peering_connection_id",
+                    "nat_gateway_id", "instance", "instance_id")
+#: Attributes by which a touched resource names another that goes with it (a NAT gateway's EIP).
+PARENT_ATTRIBUTES = ("allocation_id",)
+
+
+def touched(fault: Fault, added: Iterable[str] = (), state: Iterable[Any] = (),
+            snapshot: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The AWS ids and Terraform addresses of what the fault touched or added.
+
+    ``state`` holds ``plan.StateResource``-like objects (``address``,
+    ``aws_id``, ``values``). Included: the fault's resources (a Route53
+    record ``zone/name`` as its zone's record of that name), what it
+    added, the state resources with one of those ids, their children by
+    :data:`CHILD_ATTRIBUTES` and the resources they name by
+    :data:`PARENT_ATTRIBUTES`; for a security group, the instances that
+    carry it (an isolation finding names the instance it exposes).
+    """
+    ids: set[str] = set()
+    records: set[tuple[str, str]] = set()
+    for resource in (*fault.resources, *added):
+        if "/" in resource:
+            zone, _, record = resource.partition("/")
+            records.add((zone, record.rstrip(".")))
+        else:
+            ids.add(resource)
+    if snapshot:
+        sgs = {i for i in ids if i.startswith("sg-")}
+        for inst in snapshot.get("instances", []):
+            if sgs & set(_instance_sgs(inst)):
+                ids.add(inst["InstanceId"])
+    state = list(state)
+    names: set[str] = set()
+    for r in state:
+        values = r.values or {}
+        zone_record = (str(values.get("zone_id", "")), str(values.get("name", "")).rstrip("."))
+        if str(r.aws_id) in ids or zone_record in records or any(
+                str(values.get(a, "")) in ids for a in CHILD_ATTRIBUTES if values.get(a)):
+            names.add(r.address)
+            if r.aws_id:
+                ids.add(str(r.aws_id))
+            ids.update(str(values[a]) for a in PARENT_ATTRIBUTES if values.get(a))
+    names |= {r.address for r in state if str(r.aws_id) in ids}
+    return frozenset(ids | names)
+
+
+def finding_resources(finding: Any) -> set[str]:
+    """What a finding is about: its AWS id and Terraform address, and the instances at the ends of a flow."""
+    found = {finding.aws_id, finding.address}
+    detail = finding.detail or {}
+    found |= {str(detail[k]) for k in ("source_instance", "destination_instance") if detail.get(k)}
+    return {f for f in found if f}
+
+
 def disjoint(faults: Iterable[Fault]) -> bool:
     """True when no two faults write to the same resource (so they can be injected in one batch)."""
     seen: set[str] = set()
@@ -1200,7 +1378,8 @@ def write_matrix(matrix: Mapping[str, Any], reports_dir: str | Path) -> list[Pat
 
 __all__ = [
     "CATALOG", "CHECKS", "REPAIR", "RUN_TAG", "Chaos", "Fault", "FaultRefused", "Injection",
-    "catalog_table", "describe_extras", "detection_matrix", "disjoint", "fault_strategy", "matrix_markdown",
-    "missed", "selectable", "write_matrix",
+    "candidates", "catalog_table", "describe_extras", "detection_matrix", "disjoint", "fault_strategy",
+    "finding_resources", "matrix_markdown", "missed", "selectable", "sg_rules", "stable_key", "touched",
+    "without_rule", "write_matrix",
     *(cls.__name__ for cls in CATALOG.values()),
 ]

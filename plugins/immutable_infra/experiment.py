@@ -1,17 +1,39 @@
-"""A chaos experiment on one applied group: plan fault batches, inject, detect, repair, prove green again.
+"""A chaos experiment on one applied group: baseline, inject, attribute, repair, prove the repair, settle.
 
-Faults on disjoint resources go in one batch and are repaired by one apply.
-Faults that block the same flows (a deleted peering hides a revoked rule
-behind it) go in separate batches, so each one's blocking component shows.
+For each batch of faults (disjoint resources, at most one flow blocker):
+
+1. **baseline**: run the checks and keep their findings;
+2. **inject** each fault on its own: one that fails (an AWS or Terraform
+   error, a refused target) is recorded in ``errors`` and the others go on;
+3. **attribute**: run the checks again; a fault is detected by a check only
+   through *new* findings (not in the baseline) whose resource, AWS id or
+   Terraform address, is one the fault touched or added
+   (:func:`immutable_infra.chaos.touched`). A new finding no fault explains
+   is a **false alarm**;
+4. **repair**: undo what faults added outside Terraform (a rogue instance, a
+   hand-made rule in a group whose rules Terraform manages as separate
+   resources), then apply the group, without settling it;
+5. **prove**: run the checks again; every new finding against the baseline is
+   a **residue** (a fault not repaired), recorded once. Only a group proven
+   clean is **settled** (refresh-only apply, new fingerprints): a refresh-only
+   apply over an unrepaired out-of-band change would read it into the state and
+   hide it from drift for good.
+
+Misses, false alarms and residue are findings of the ``chaos`` check
+(:meth:`Experiment.findings`), so every report agrees with the chaos tests.
+Targets are chosen from the group by Terraform address and a seed
+(:func:`immutable_infra.chaos.candidates`), never by AWS id order.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from immutable_infra.chaos import CATALOG, Chaos, Fault, describe_extras, disjoint
+from immutable_infra.chaos import (
+    CATALOG, Chaos, Fault, FaultRefused, candidates, describe_extras, disjoint, finding_resources, sg_rules,
+    touched, without_rule,
+)
 from immutable_infra.findings import Finding
 
 if TYPE_CHECKING:
@@ -23,21 +45,25 @@ FLOW_BLOCKERS = {"flow_rule_revoked", "route_deleted", "route_hijacked", "peerin
                  "instance_terminated", "role_tag_flipped", "group_tag_flipped", "stale_ami_replacement"}
 #: Faults that act on an instance: at most one per instance and batch (``resources`` covers that).
 MAX_BATCH = 8
+#: The check under which misses, false alarms and residue are reported.
+CHECK = "chaos"
 
 
 @dataclass
 class Outcome:
-    """One fault in one batch: what was expected, what saw it, and the findings that named it."""
+    """One fault in one batch: what was expected, what saw it, and the new findings that named it."""
 
     fault: Fault
     batch: int
     expected: list[str]
     detected: list[str] = field(default_factory=list)
     evidence: dict[str, list[str]] = field(default_factory=dict)
+    touched: frozenset[str] = frozenset()
+    error: str = ""  # the fault could not be injected (nothing is expected of the checks then)
 
     @property
     def missed(self) -> list[str]:
-        return [c for c in self.expected if c not in self.detected]
+        return [] if self.error else [c for c in self.expected if c not in self.detected]
 
 
 @dataclass
@@ -47,108 +73,242 @@ class Experiment:
     group: str
     outcomes: list[Outcome] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # fault name -> why it did not run
-    residue: list[Finding] = field(default_factory=list)  # findings left after the repairs
+    residue: list[Finding] = field(default_factory=list)  # new findings left after a repair, each once
+    false_alarms: list[Finding] = field(default_factory=list)  # new findings no fault explains
+    errors: dict[str, str] = field(default_factory=dict)  # fault name (or "repair of batch N") -> what failed
     plans: list[list[str]] = field(default_factory=list)
+    unsettled: list[int] = field(default_factory=list)  # batches whose repair was not proven: never settled
 
     def outcome(self, name: str) -> Outcome | None:
         return next((o for o in self.outcomes if o.fault.name == name), None)
 
+    def findings(self) -> list[Finding]:
+        """Misses, false alarms and residue, as findings of the ``chaos`` check."""
+        out = []
+        for o in self.outcomes:
+            for check in o.missed:
+                out.append(Finding(
+                    CHECK, self.group, "", o.fault.target, f"{check} sees {o.fault.name}",
+                    f"missed: no new {check} finding on what {o.fault!r} touched (batch {o.batch})",
+                    {"kind": "miss", "fault": o.fault.name, "check": check, "batch": o.batch, "repr": repr(o.fault)}))
+        for f in self.false_alarms:
+            out.append(Finding(
+                CHECK, self.group, f.address, f.aws_id, "every new finding explained by an injected fault",
+                f"false alarm: {f}", {"kind": "false-alarm", "finding": f.to_dict()}))
+        for f in self.residue:
+            out.append(Finding(
+                CHECK, self.group, f.address, f.aws_id, "green after repair (no new finding against the baseline)",
+                f"not repaired: {f}", {"kind": "residue", "finding": f.to_dict()}))
+        return out
 
-def snapshot(h: "Harness", name: str) -> dict[str, Any]:
+
+# -- attribution (pure: recorded findings in, verdicts out)
+
+def new_findings(baseline: Mapping[str, Sequence[Finding]], after: Mapping[str, Sequence[Finding]]) -> dict[str, list[Finding]]:
+    """check -> findings of ``after`` that the baseline does not have (findings compare without ``detail``)."""
+    return {check: [f for f in found if f not in set(baseline.get(check, ()))] for check, found in after.items()}
+
+
+def attribute(baseline: Mapping[str, Sequence[Finding]], after: Mapping[str, Sequence[Finding]],
+              scopes: Sequence[frozenset[str]]) -> tuple[list[dict[str, list[Finding]]], list[Finding]]:
+    """Which check saw which fault, and the false alarms.
+
+    ``scopes[i]`` is what fault ``i`` touched (AWS ids and Terraform
+    addresses). Returns, per fault, check -> the new findings about what it
+    touched; and the new findings about nothing any fault touched.
+    """
+    seen: list[dict[str, list[Finding]]] = [{} for _ in scopes]
+    alarms: list[Finding] = []
+    for check, found in new_findings(baseline, after).items():
+        for finding in found:
+            about = finding_resources(finding)
+            owners = [i for i, scope in enumerate(scopes) if about & scope]
+            for i in owners:
+                seen[i].setdefault(check, []).append(finding)
+            if not owners:
+                alarms.append(finding)
+    return seen, alarms
+
+
+def rules_carrying_flows(flows: Sequence[Any], snapshot: Mapping[str, Any], addresses: Mapping[str, str],
+                         security_groups: Iterable[str]) -> list[tuple[str, str, int, int, str]]:
+    """The ingress rules of these security groups whose revocation blocks a declared flow reachable now."""
+    from immutable_infra.checks.reachability import analyze_all
+
+    if not flows:
+        return []
+    reachable = {v.flow.name for v in analyze_all(flows, dict(snapshot), dict(addresses)) if v.reachable}
+    if not reachable:
+        return []
+    own = set(security_groups)
+    carrying = []
+    for rule in sg_rules(snapshot):
+        if rule[0] in own and any(v.flow.name in reachable and not v.reachable
+                                  for v in analyze_all(flows, without_rule(snapshot, rule), dict(addresses))):
+            carrying.append(rule)
+    return carrying
+
+
+# -- against a running group
+
+def snapshot(h: "Harness", name: str, checks: Iterable[str] = ()) -> dict[str, Any]:
+    """What faults select from: the group's describe snapshot, extras, and (for reachability) the flow rules."""
     from immutable_infra.live import group_vpc_ids
     from immutable_infra.verify import describe
 
     rec = h.run.groups[name]
     snap = describe(h, name)
     snap.update(describe_extras(h.sandbox.client, rec.region, group_vpc_ids(rec.outputs, h.deployer.terraform(name).state())))
+    if "reachability" in checks:
+        from immutable_infra.live import declared_flows
+        from immutable_infra.verify import applied_groups, run_snapshot
+
+        flows, _ = declared_flows(h.catalog, name, applied_groups(h), "flows")
+        if flows:
+            run_snap = run_snapshot(h)
+            snap["flow_rules"] = rules_carrying_flows(
+                flows, run_snap, run_snap["addresses"], [g["GroupId"] for g in snap.get("security_groups", [])])
     return snap
 
 
-def plan_batches(snap: dict[str, Any], run_id: str, group: str, names: Iterable[str]) -> tuple[list[list[Fault]], dict[str, str]]:
-    """Assign each named fault a target and a batch: disjoint resources, one flow blocker per batch."""
+def state_of(h: "Harness", name: str) -> list[Any]:
+    """The group's state resources and its neighbours' (a peering requester manages routes on both sides)."""
+    from immutable_infra.plan import state_resources
+    from immutable_infra.verify import neighbour_resources
+
+    return state_resources(h.deployer.terraform(name).state()) + neighbour_resources(h, name)
+
+
+def plan_batches(snap: dict[str, Any], run_id: str, group: str, names: Iterable[str],
+                 addresses: Mapping[str, str] | None = None,
+                 seed: int | str = 0) -> tuple[list[list[Fault]], dict[str, str]]:
+    """Assign each named fault a target and a batch: disjoint resources, one flow blocker per batch.
+
+    Targets come in the seeded, address-ordered sequence of
+    :func:`immutable_infra.chaos.candidates`; the first that fits a batch is taken.
+    """
     batches: list[list[Fault]] = []
     skipped: dict[str, str] = {}
     for name in names:
-        candidates: list[Fault] = []
-        for index in range(8):
-            fault = CATALOG[name].select(snap, run_id, group, index)
-            if fault is not None and all(fault.resources != c.resources for c in candidates):
-                candidates.append(fault)
-        if not candidates:
+        cands = candidates(name, snap, run_id, group, addresses, seed)
+        if not cands:
             skipped[name] = f"no target for {name} in {group}"
             continue
         placed = False
         for batch in batches:
             if len(batch) >= MAX_BATCH or (name in FLOW_BLOCKERS and any(f.name in FLOW_BLOCKERS for f in batch)):
                 continue
-            fault = next((c for c in candidates if disjoint(batch + [c])), None)
+            fault = next((c for c in cands if disjoint(batch + [c])), None)
             if fault is not None:
                 batch.append(fault)
                 placed = True
                 break
         if not placed:
-            batches.append([candidates[0]])
+            batches.append([cands[0]])
     return batches, skipped
 
 
-def mentions(finding: Finding, needles: set[str]) -> bool:
-    text = str(finding) + " " + json.dumps(finding.detail, default=str)
-    return any(n and n in text for n in needles)
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:400]
 
 
-def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_run: bool = False, audit: bool = False) -> Experiment:
-    """Inject every named fault (in batches), run the checks, repair, and check everything is green again."""
+def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_run: bool = False,
+        audit: bool = False, seed: int | str = 0) -> Experiment:
+    """Inject every named fault (in batches), attribute what the checks see, repair, prove, settle."""
+    from immutable_infra.live import addresses_from_state
 
     exp = Experiment(name)
     chaos = Chaos(h.sandbox.client, h.run.id, audit=audit, dry_run=dry_run)
-    remaining = list(faults)
+    remaining = [f for f in faults if f in CATALOG]
     number = 0
     while remaining:
         # Plan from a fresh snapshot each time: a repair replaces instances, so earlier targets may be gone.
-        batches, skipped = plan_batches(snapshot(h, name), h.run.id, name, remaining)
+        snap = snapshot(h, name, checks)
+        addresses = addresses_from_state(h.deployer.terraform(name).state())
+        batches, skipped = plan_batches(snap, h.run.id, name, remaining, addresses, seed)
         exp.skipped.update(skipped)
         if not batches:
             break
         todo = batches if dry_run else batches[:1]
         for batch in todo:
             number += 1
-            exp.plans.append([line for calls in chaos.inject_all(batch) for line in calls])
-            if not dry_run:
-                _observe_and_repair(h, name, batch, number, checks, chaos, exp)
+            if dry_run:
+                exp.plans.append([line for calls in chaos.inject_all(batch) for line in calls])
+            elif not _observe_and_repair(h, name, batch, number, checks, chaos, exp, snap):
+                done = {f.name for b in todo for f in b}
+                for other in remaining:
+                    if other not in done and other not in skipped:
+                        exp.skipped[other] = f"not run: the repair of batch {number} failed ({exp.errors[f'repair of batch {number}']})"
+                return exp
         done = {f.name for batch in todo for f in batch}
         remaining = [f for f in remaining if f not in done and f not in skipped]
     return exp
 
 
 def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int, checks: list[str],
-                        chaos: Chaos, exp: Experiment) -> None:
-    """Run the checks on the injected batch, note what saw each fault, undo and repair, check green again."""
-    from immutable_infra.live import addresses_from_state
+                        chaos: Chaos, exp: Experiment, snap: dict[str, Any]) -> bool:
+    """One batch: baseline, inject, attribute, undo, repair, prove, settle. False when the repair failed."""
     from immutable_infra.verify import verify_group
 
+    if chaos.audit:
+        chaos.inject_all(batch)  # refuses, before anything is read or written
+    if not disjoint(batch):
+        chaos.inject_all(batch)  # refuses: a batch shares resources
+    state = state_of(h, name)
+    baseline = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+    outcomes: list[Outcome] = []
+    calls: list[str] = []
     try:
-        addresses = addresses_from_state(h.deployer.terraform(name).state())
-        results = verify_group(h, name, checks)
         for fault in batch:
-            # a resource may be a path (a Route53 record is "<zone id>/<name>"): each part names it
-            needles = set(fault.resources) | {p for r in fault.resources for p in r.split("/") if p}
-            if hasattr(fault, "added"):
-                needles |= set(fault.added(h.sandbox.client))
-            needles |= {addresses[i] for i in list(needles) if i in addresses}
             outcome = Outcome(fault, number, [c for c in fault.expected() if c in checks])
-            for check, result in results.items():
-                hits = [str(f) for f in result.findings if mentions(f, needles)]
-                if hits:
+            before = set(fault.added(h.sandbox.client)) if hasattr(fault, "added") else set()
+            try:
+                calls += chaos.inject(fault)
+            except FaultRefused as exc:
+                if exc.code in ("audit", "other-run"):
+                    raise
+                outcome.error = str(exc)
+            except Exception as exc:  # noqa: BLE001 - one fault's AWS error must not abort the others
+                outcome.error = _one_line(exc)
+            if outcome.error:
+                exp.errors[fault.name] = outcome.error
+            added = (set(fault.added(h.sandbox.client)) - before) if hasattr(fault, "added") else set()
+            outcome.touched = touched(fault, added, state, snap)
+            outcomes.append(outcome)
+        exp.plans.append(calls)
+        after = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+        seen, alarms = attribute(baseline, after, [o.touched for o in outcomes])
+        for outcome, by_check in zip(outcomes, seen):
+            for check in checks:
+                if by_check.get(check):
                     outcome.detected.append(check)
-                    outcome.evidence[check] = hits[:3]
-            exp.outcomes.append(outcome)
+                    outcome.evidence[check] = [str(f) for f in by_check[check][:3]]
+        exp.false_alarms += [f for f in alarms if f not in exp.false_alarms]
+        exp.outcomes += outcomes
     finally:
         for fault in batch:
-            chaos.undo(fault)
-        h.repair(name)
-    after = verify_group(h, name, checks)
-    exp.residue += [f for r in after.values() for f in r.findings]
+            try:
+                chaos.undo(fault)
+            except Exception as exc:  # noqa: BLE001 - the proof below shows what the undo left
+                exp.errors.setdefault(f"undo of {fault.name}", _one_line(exc))
+        try:
+            h.repair(name, settle=False)
+        except Exception as exc:  # noqa: BLE001 - a Terraform error: reported, the experiment stops here
+            exp.errors[f"repair of batch {number}"] = _one_line(exc)
+            exp.unsettled.append(number)
+            return False
+    proof = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+    left = [f for found in new_findings(baseline, proof).values() for f in found]
+    exp.residue += [f for f in left if f not in exp.residue]
+    if left or exp.unsettled:
+        # Never settle over an unrepaired change (this batch's or an earlier one's): drift must keep seeing it.
+        exp.unsettled.append(number)
+    else:
+        h.settle(name)
+    return True
 
 
 def matrix_rows(exp: Experiment) -> list[tuple[str, list[str], list[str]]]:
-    return [(o.fault.name, o.expected, o.detected) for o in exp.outcomes]
+    """(fault, expected, detected) of every fault that was injected (faults that failed to inject are errors)."""
+    return [(o.fault.name, o.expected, o.detected) for o in exp.outcomes if not o.error]

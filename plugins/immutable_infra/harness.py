@@ -106,8 +106,10 @@ class Harness:
                         + " to use it"
                     )
                 self._run = run
+            elif s.audit:  # an audit writes nothing outside reports/: never create a run for it
+                raise RunError(f"no run {s.run_id!r} in {s.home / 'runs'} to audit; `immutable-infra runs` lists them")
             else:
-                self._run = Run.create(s.home, s.run_id, s.groups_dir, self.sandbox.endpoint)
+                self._run = Run.create(s.home, s.run_id, s.groups_dir, self.sandbox.endpoint, ttl_hours=s.ttl_hours)
         return self._run
 
     @cached_property
@@ -206,12 +208,43 @@ class Harness:
         self.deployer.up([self.base_catalog.get(n) for n in names])
         return time.monotonic() - t0
 
-    def repair(self, name: str) -> float:
-        """Apply the group again over what is deployed (what a chaos repair is); return the seconds it took."""
+    def repair(self, name: str, settle: bool = True) -> float:
+        """Apply the group again over what is deployed (what a chaos repair is); return the seconds it took.
+
+        ``settle=False`` runs the apply only: instances Terraform replaced get
+        their fingerprint, nothing else is read into the state. Call
+        :meth:`settle` once the repair is proven (chaos does): a refresh-only
+        apply over an out-of-band change the apply did not remove (a rule added
+        to a group whose rules are separate resources) would read it into the
+        state and hide it from drift.
+        """
         t0 = time.monotonic()
-        self.run.groups[name].status = "pending"
-        self.deployer.up([self.base_catalog.get(name)], destroy_on_failure=False)
+        if settle:
+            self.run.groups[name].status = "pending"
+            self.deployer.up([self.base_catalog.get(name)], destroy_on_failure=False)
+            return time.monotonic() - t0
+        from immutable_infra.live import fingerprints, instance_addresses
+
+        rec = self.run.groups[name]
+        tf = self.deployer.terraform(name)
+        before = instance_addresses(tf.state())
+        tf.apply()
+        state = tf.state()
+        replaced = {a for a, i in instance_addresses(state).items() if before.get(a) != i}
+        if replaced:
+            live = fingerprints(self.sandbox.client("ec2", rec.region), state)
+            rec.fingerprints.update({a: fp for a, fp in live.items() if a in replaced})
+        rec.outputs = tf.output()
+        self.run.save()
         return time.monotonic() - t0
+
+    def settle(self, name: str) -> None:
+        """After a proven repair: the refresh-only apply that reads what the endpoint filled in (DESIGN.md)."""
+        rec = self.run.groups[name]
+        tf = self.deployer.terraform(name)
+        tf.apply(refresh_only=True)
+        rec.outputs = tf.output()
+        self.run.save()
 
     def rebuild(self, name: str) -> dict[str, Any]:
         """Destroy and recreate a group (and the applied groups that depend on it); time each phase."""
@@ -238,7 +271,7 @@ class Harness:
                     self._run.keep = True
                     self._run.save()
                 else:
-                    problems = self.deployer.down(list(reversed(self.applied_here)))
+                    problems = self.deployer.teardown(list(reversed(self.applied_here)))
         finally:
             if self._sandbox is not None:
                 self._sandbox.stop()

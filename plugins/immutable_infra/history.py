@@ -5,7 +5,7 @@ Every line is one run::
 
     {"format": 1, "time": "2026-05-01T10:00:00+00:00", "run_id": "r1a2b3", "commit": "9f3c...",
      "groups": {"prd-sg-slave": {"rebuild_seconds": 74.2, "drift_count": 0,
-                                 "verdicts": {"drift": "pass", "rebuild": "fail"},
+                                 "verdicts": {"drift": "pass", "rebuild": "fail", "chaos": "error"},
                                  "budget_seconds": 300.0}}}
 
 Several sessions (parallel Jenkins jobs on one workspace, xdist workers)
@@ -37,7 +37,8 @@ from immutable_infra.findings import Finding
 FORMAT_VERSION = 1
 CHECK = "rebuild"
 FILE_NAME = "history.jsonl"
-VERDICTS = frozenset({"pass", "fail"})
+#: A check's verdict, from its tests' outcomes (see ``report.verdict_of``).
+VERDICTS = frozenset({"pass", "fail", "error", "skip", "not-run"})
 #: Seconds to wait for another writer's lock before giving up (a writer holds it for one line).
 LOCK_TIMEOUT = 60.0
 
@@ -69,8 +70,8 @@ def history_entry(run_id: str, commit: str | None, groups: Mapping[str, Mapping[
     """One history line for a run.
 
     ``groups`` maps a group name to ``rebuild_seconds`` (null when the group
-    was not rebuilt), ``drift_count``, ``verdicts`` (check name -> ``"pass"``
-    or ``"fail"``) and ``budget_seconds`` (null without a budget). ``time``
+    was not rebuilt), ``drift_count``, ``verdicts`` (check name -> ``"pass"``,
+    ``"fail"``, ``"error"``, ``"skip"`` or ``"not-run"``, from the check's test outcomes) and ``budget_seconds`` (null without a budget). ``time``
     defaults to now; it is stored as ISO 8601 in UTC.
     """
     recorded: dict[str, Any] = {}
@@ -78,7 +79,8 @@ def history_entry(run_id: str, commit: str | None, groups: Mapping[str, Mapping[
         verdicts = dict(raw.get("verdicts") or {})
         bad = {check: v for check, v in verdicts.items() if v not in VERDICTS}
         if bad:
-            raise HistoryError(f"history entry for group {name}: verdicts must be 'pass' or 'fail', got {bad}")
+            raise HistoryError(f"history entry for group {name}: verdicts must be one of "
+                               f"{', '.join(sorted(VERDICTS))}, got {bad}")
         drift = raw.get("drift_count", 0)
         if isinstance(drift, bool) or not isinstance(drift, int):
             raise HistoryError(f"history entry for group {name}: drift_count must be an integer, not {drift!r}")

@@ -6,6 +6,7 @@ server, Terraform) starts only when a test asks for an applied group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -15,26 +16,18 @@ import pytest
 
 from immutable_infra import settings as settings_mod
 from immutable_infra.catalog import CatalogError
-from immutable_infra.engine import TerraformError
-from immutable_infra.ephemeral import RunError
+from immutable_infra.errors import ToolError
 from immutable_infra.harness import AppliedGroup, Harness
 from immutable_infra.report import Reporter
-from immutable_infra.sandbox import SandboxError, check_endpoint
+from immutable_infra.sandbox import EndpointGone, check_endpoint
 
 SETTINGS = pytest.StashKey[settings_mod.Settings]()
 HARNESS = pytest.StashKey[Harness]()
 REPORTER = pytest.StashKey[Reporter]()
 TEARDOWN = pytest.StashKey[list]()
 
-from immutable_infra.gitref import GitRefError
-from immutable_infra.images import ImageManifestError, ImageRegistrationError
-
-from immutable_infra.chaos import FaultRefused
-from immutable_infra.roles import RolesError
-
-#: A broken tool, not a finding: these make a test error with one clear message.
-TOOL_ERRORS = (CatalogError, RunError, SandboxError, TerraformError, FileNotFoundError, GitRefError,
-               ImageManifestError, ImageRegistrationError, FaultRefused, RolesError)
+#: A broken tool, not a finding: these make a test error with one clear message (kept as a name for suites).
+TOOL_ERRORS = (ToolError,)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,11 +50,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "infra_destructive: the test destroys or changes infrastructure (skipped in audits)")
     config.addinivalue_line("markers", "infra_audit_only: the test runs only with --audit")
+    config.addinivalue_line("markers", "infra_check(name, ...): the checks whose verdict this test gives in reports/")
     try:
         s = settings_mod.from_pytest_config(config)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
-    problems = settings_mod.usage_problems(s)
+    problems = settings_mod.usage_problems(s) + settings_mod.path_problems(s)
     if problems:
         raise pytest.UsageError("\n".join(problems))
     config.stash[SETTINGS] = s
@@ -69,10 +63,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if s.groups:
         try:
             harness = Harness(s, say=_sayer(config))
-            harness.catalog.closure(s.groups)  # unknown group, cycle, malformed config: fail now
+            harness.catalog.validate()  # every group of the folder, roles.toml, parity.toml: before any apply
+            harness.catalog.closure(s.groups)  # unknown group, cycle: fail now
             if s.aws_endpoint:
                 check_endpoint(s.aws_endpoint)
-        except (CatalogError, SandboxError) as exc:
+        except ToolError as exc:
             raise pytest.UsageError(str(exc)) from None
         config.stash[HARNESS] = harness
     if not hasattr(config, "workerinput"):
@@ -104,11 +99,22 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "group_name" not in metafunc.fixturenames:
         return
     s = metafunc.config.stash[SETTINGS]
-    if not s.groups:
-        raise pytest.UsageError(
-            f"{metafunc.definition.nodeid} tests a group: name it, e.g. pytest suites/ --group prd-sg-slave"
-        )
+    if not s.groups:  # a usage error once collection is done (raised here it would be a collection traceback)
+        metafunc.config.stash.setdefault(NO_GROUP, []).append(metafunc.definition.nodeid)
+        return
     metafunc.parametrize("group_name", s.groups, scope="session")
+
+
+NO_GROUP = pytest.StashKey[list]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    tests = session.config.stash.get(NO_GROUP, [])
+    if tests:
+        raise pytest.UsageError(
+            f"{tests[0]} tests a group: name it, e.g. pytest suites/ --group prd-sg-slave "
+            "(or IMMUTABLE_INFRA_GROUP, or the ini key immutable_infra_group)"
+        )
 
 
 #: Suites run in this order: read-only checks first, then what changes the group (chaos, rebuild, drill).
@@ -134,10 +140,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     reporter = item.config.stash.get(REPORTER, None)
     group = getattr(item, "callspec", None) and item.callspec.params.get("group_name")
     if reporter is not None and group:
-        if report.when == "call" or (report.when == "setup" and not report.passed):
+        if report.when == "call" or not report.passed:
             outcome = report.outcome if report.when == "call" else ("skipped" if report.skipped else "error")
-            reporter.outcome(group, outcome)
+            reporter.outcome(group, outcome, nodeid=item.nodeid, reason=_reason(report),
+                             checks=[str(a) for m in item.iter_markers("infra_check") for a in m.args])
+    if reporter is not None and report.when == "teardown":
+        reporter.current_test = None
     return report
+
+
+def _reason(report: pytest.TestReport) -> str:
+    """Why a test was skipped, or the first line of why it failed (for the reports)."""
+    if report.passed:
+        return ""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    lines = [line for line in report.longreprtext.splitlines() if line.strip()]
+    first = next((line for line in lines if line.startswith("E ")), lines[0] if lines else "")
+    return first.removeprefix("E ").strip()[:500]
 
 
 @pytest.fixture(scope="session")
@@ -151,7 +171,17 @@ def infra(request: pytest.FixtureRequest) -> Iterator[Harness]:
         yield harness
     finally:
         keep = config.stash[SETTINGS].keep
-        config.stash[TEARDOWN].extend(harness.teardown(keep=keep))
+        sandbox = harness._sandbox
+        if sandbox is not None and sandbox.gone is not None and harness._run is not None:
+            # Nothing can be destroyed through a dead endpoint; say so instead of retrying for minutes.
+            run = harness._run
+            config.stash[TEARDOWN].append(
+                f"run {run.id} was not destroyed: its AWS endpoint {sandbox.endpoint} went away ({sandbox.gone}); "
+                + ("the embedded sandbox took its resources with it" if sandbox.server is not None else
+                   f"restart the endpoint and run: immutable-infra down --run-id {run.id} --aws-endpoint {sandbox.endpoint}"))
+            sandbox.stop()
+        else:
+            config.stash[TEARDOWN].extend(harness.teardown(keep=keep))
 
 
 @pytest.fixture(scope="session")
@@ -214,8 +244,86 @@ def infra_report(request: pytest.FixtureRequest) -> Reporter:
 
 @pytest.fixture
 def ec2(applied_group: AppliedGroup) -> Any:
+    """A boto3 EC2 client for the group's region and endpoint (also named ``infra_ec2``)."""
+    return applied_group.client("ec2")
+
+
+# -- the users' API: prefixed fixtures for tests people write against a group (see README) ------------
+
+
+@pytest.fixture(scope="session")
+def infra_group(applied_group: AppliedGroup) -> AppliedGroup:
+    """The group under test, applied in the session's run (``--group``); also named ``applied_group``."""
+    return applied_group
+
+
+@pytest.fixture
+def infra_clients(applied_group: AppliedGroup) -> Any:
+    """``infra_clients("s3")``: a boto3 client for the group's region, bound to the run's endpoint."""
+    return applied_group.client
+
+
+@pytest.fixture
+def infra_ec2(applied_group: AppliedGroup) -> Any:
     """A boto3 EC2 client for the group's region and endpoint."""
     return applied_group.client("ec2")
+
+
+@pytest.fixture
+def infra_state(applied_group: AppliedGroup) -> dict[str, Any]:
+    """The group's Terraform state as ``terraform show -json`` prints it, read fresh for the test."""
+    return applied_group.state(fresh=True)
+
+
+@pytest.fixture
+def infra_outputs(applied_group: AppliedGroup) -> dict[str, Any]:
+    """The group's Terraform outputs (name -> value)."""
+    return dict(applied_group.outputs)
+
+
+@pytest.fixture
+def infra_verify(infra: Harness, applied_group: AppliedGroup) -> Any:
+    """``infra_verify("drift")``: run a named check on the group; returns its ``verify.Result``.
+
+    Skips with the reason when the group lacks what the check needs, and
+    fails with one line (an *error* when called from a fixture) when the
+    check cannot run: the endpoint is gone, Terraform failed.
+    """
+    from immutable_infra import verify
+
+    def run(check: str) -> verify.Result:
+        __tracebackhide__ = True
+        if check not in verify.CHECKS:
+            pytest.fail(f"unknown check {check!r}; checks are {', '.join(verify.CHECKS)}", pytrace=False)
+        with cannot_check(infra, f"{check} on {applied_group.name}"):
+            try:
+                verify.needs(infra, applied_group.name, check)
+            except verify.NotApplicable as exc:
+                pytest.skip(str(exc))
+            except verify.ClaimNotMet as exc:
+                pytest.fail(str(exc), pytrace=False)
+            return verify.CHECKS[check](infra, applied_group.name)
+
+    return run
+
+
+@contextlib.contextmanager
+def cannot_check(infra: Harness, what: str) -> Iterator[None]:
+    """Turn a broken tool (endpoint gone, Terraform failed, AWS API error) into one line: ``what: why``."""
+    __tracebackhide__ = True
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError, *TOOL_ERRORS) as exc:
+        sandbox = infra._sandbox
+        if sandbox is not None:
+            try:
+                sandbox.ensure_reachable()
+            except EndpointGone as gone:
+                pytest.fail(f"{what}: {gone}", pytrace=False)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        pytest.fail(f"{what} cannot run: {first}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -233,6 +341,16 @@ def image_catalog(infra: Harness) -> Any:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    reporter = item.config.stash.get(REPORTER, None)
+    if reporter is not None:
+        reporter.current_test = item.nodeid  # what the test (and its fixtures) record belongs to it
+    harness = item.config.stash.get(HARNESS, None)
+    sandbox = harness._sandbox if harness is not None else None
+    if sandbox is not None and "group_name" in getattr(item, "fixturenames", ()):
+        try:
+            sandbox.ensure_reachable()  # once the endpoint is gone, every later check errors at once
+        except EndpointGone as exc:
+            pytest.fail(str(exc), pytrace=False)
     s = item.config.stash.get(SETTINGS, None)
     if s is not None and s.audit and item.get_closest_marker("infra_destructive"):
         pytest.skip("--audit is read-only: this test changes infrastructure")

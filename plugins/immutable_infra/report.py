@@ -1,9 +1,19 @@
 """Reports: ``summary.json`` and ``summary.md`` for the latest session, a copy per run.
 
 The format grows by sections: every group entry has ``resources``,
-``timings`` and ``teardown`` from the run, ``tests`` from pytest, and a
-``checks`` map where each check (drift, mutation, roles, reachability,
-parity, rebuild, ...) records its verdict, its findings and any table.
+``timings`` and ``teardown`` from the run, ``tests`` (counts) and
+``test_outcomes`` (one row per test: node id, outcome, reason, checks) from
+pytest, and a ``checks`` map where each check (drift, mutation, roles,
+reachability, parity, rebuild, chaos, ...) records its verdict, the tests
+behind it, its findings and any table.
+
+A check's verdict comes from the outcomes of its tests, never from whether
+findings were recorded: ``error`` if any test of the check errored, else
+``fail`` if any failed, else ``pass`` if any passed, else ``skip`` (every
+test skipped; the reasons are listed). A test belongs to the checks named by
+its ``infra_check`` marker, and to every check it recorded findings, tables
+or facts for while it ran (its fixtures included). ``not-run`` marks a check
+that recorded data outside any test.
 """
 
 from __future__ import annotations
@@ -22,6 +32,27 @@ from immutable_infra.findings import Finding
 FORMAT_VERSION = 1
 
 
+#: Verdicts, worst first; a check takes the worst verdict among its tests.
+VERDICTS = ("error", "fail", "pass", "skip", "not-run")
+_VERDICT_OF = {"error": "error", "failed": "fail", "passed": "pass", "skipped": "skip"}
+
+
+@dataclass
+class TestOutcome:
+    """One test's outcome for one group, as pytest reported it."""
+
+    nodeid: str
+    outcome: str  # passed, failed, error, skipped
+    reason: str = ""
+    checks: list[str] = field(default_factory=list)  # named by the test's infra_check marker
+
+
+def verdict_of(outcomes: list[str]) -> str:
+    """The verdict of a check from its tests' outcomes (pytest words): the worst of them."""
+    got = {_VERDICT_OF.get(o, "error") for o in outcomes}
+    return next((v for v in VERDICTS if v in got), "not-run")
+
+
 @dataclass
 class CheckRecord:
     findings: list[dict[str, Any]] = field(default_factory=list)
@@ -36,6 +67,10 @@ class Reporter:
         self.reports_dir = Path(reports_dir)
         self.started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
         self.tests: dict[str, dict[str, int]] = {}
+        self.test_outcomes: dict[str, list[TestOutcome]] = {}
+        #: node id of the test running now (set by the plugin), and the (group, check) pairs each test recorded
+        self.current_test: str | None = None
+        self.touched: dict[str, set[tuple[str, str]]] = {}
         self.checks: dict[str, dict[str, CheckRecord]] = {}
         self.written: list[Path] = []
         self.extra: list[Path] = []  # files other parts wrote into the reports folder (chaos matrix, ...)
@@ -43,6 +78,8 @@ class Reporter:
     # -- collecting --------------------------------------------------------------
 
     def check(self, group: str, check: str) -> CheckRecord:
+        if self.current_test:
+            self.touched.setdefault(self.current_test, set()).add((group, check))
         return self.checks.setdefault(group, {}).setdefault(check, CheckRecord())
 
     def findings(self, group: str, check: str, findings: list[Finding]) -> None:
@@ -55,9 +92,40 @@ class Reporter:
     def fact(self, group: str, check: str, **facts: Any) -> None:
         self.check(group, check).facts.update(facts)
 
-    def outcome(self, group: str, outcome: str) -> None:
+    def outcome(self, group: str, outcome: str, nodeid: str = "", reason: str = "",
+                checks: list[str] | None = None) -> None:
+        """Record one test's outcome (``passed``, ``failed``, ``error``, ``skipped``) for a group.
+
+        A test that already has an outcome for the group (an error at teardown
+        after its call) is counted once, with the worse outcome.
+        """
         counts = self.tests.setdefault(group, {"passed": 0, "failed": 0, "error": 0, "skipped": 0})
+        rows = self.test_outcomes.setdefault(group, [])
+        old = next((t for t in rows if nodeid and t.nodeid == nodeid), None)
+        if old is not None:
+            if outcome == "error" and old.outcome != "error":
+                counts[old.outcome] -= 1
+                counts["error"] += 1
+                old.outcome, old.reason = "error", reason or old.reason
+            return
         counts[outcome] = counts.get(outcome, 0) + 1
+        rows.append(TestOutcome(nodeid, outcome, reason, list(checks or [])))
+
+    def checks_of(self, group: str, test: TestOutcome) -> list[str]:
+        """The checks a test gives a verdict for: its marker's, then those it recorded data for."""
+        names = list(test.checks)
+        names += sorted(c for g, c in self.touched.get(test.nodeid, ()) if g == group and c not in names)
+        return names
+
+    def verdicts(self, group: str) -> dict[str, dict[str, Any]]:
+        """check -> {verdict, tests}: every check with data or with a test, verdict from the tests' outcomes."""
+        tests: dict[str, list[TestOutcome]] = {c: [] for c in self.checks.get(group, {})}
+        for test in self.test_outcomes.get(group, []):
+            for check in self.checks_of(group, test):
+                tests.setdefault(check, []).append(test)
+        return {check: {"verdict": verdict_of([t.outcome for t in rows]),
+                        "tests": [{"nodeid": t.nodeid, "outcome": t.outcome, "reason": t.reason} for t in rows]}
+                for check, rows in tests.items()}
 
     # -- writing -----------------------------------------------------------------
 
@@ -82,15 +150,20 @@ class Reporter:
                     error=rec.error,
                 )
             entry["tests"] = self.tests.get(name, {})
-            entry["checks"] = {
-                check: {
-                    "verdict": "fail" if c.findings else "pass",
+            entry["test_outcomes"] = [
+                {"nodeid": t.nodeid, "outcome": t.outcome, "reason": t.reason, "checks": self.checks_of(name, t)}
+                for t in self.test_outcomes.get(name, [])
+            ]
+            entry["checks"] = {}
+            for check, v in self.verdicts(name).items():
+                c = self.checks.get(name, {}).get(check, CheckRecord())
+                entry["checks"][check] = {
+                    "verdict": v["verdict"],
+                    "tests": v["tests"],
                     "findings": c.findings,
                     "tables": c.tables,
                     **({"facts": c.facts} if c.facts else {}),
                 }
-                for check, c in self.checks.get(name, {}).items()
-            }
             groups[name] = entry
         return {
             "format": FORMAT_VERSION,
@@ -172,7 +245,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for name, g in summary["groups"].items():
         slow = sorted(g.get("resource_seconds", {}).items(), key=lambda kv: -kv[1])[:5]
         findings = [f for c in g.get("checks", {}).values() for f in c["findings"]]
-        if not (slow or findings or g.get("error") or g.get("checks")):
+        if not (slow or findings or g.get("error") or g.get("checks") or g.get("test_outcomes")):
             continue
         lines += ["", f"## {name}", ""]
         if g.get("error"):
@@ -188,20 +261,54 @@ def render_markdown(summary: dict[str, Any]) -> str:
         chaos = g.get("checks", {}).get("chaos", {}).get("facts")
         if chaos:
             missed = ", ".join(chaos.get("missed") or []) or "none"
-            lines.append(f"Chaos: detection ratio {chaos.get('detection_ratio', 0):.0%}; missed: {missed}.")
-        for check, c in g.get("checks", {}).items():
+            alarms = len(chaos.get("false_alarms") or [])
+            lines.append(f"Chaos: detection ratio {chaos.get('detection_ratio', 0):.0%}; missed: {missed}; "
+                         f"false alarms: {alarms}.")
+        checks = g.get("checks", {})
+        if checks:
+            lines += ["", "| check | verdict | tests passed | failed | error | skipped | findings |",
+                      "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+            for check, c in checks.items():
+                outcomes = [t["outcome"] for t in c.get("tests", [])]
+                lines.append(f"| {_cell(check)} | {_VERDICT_MD.get(c['verdict'], c['verdict'])} | "
+                             + " | ".join(str(outcomes.count(o)) for o in ("passed", "failed", "error", "skipped"))
+                             + f" | {len(c['findings'])} |")
+        skipped = [t for t in g.get("test_outcomes", []) if t["outcome"] == "skipped"]
+        if skipped:
+            lines += ["", "Not checked (skipped tests and why):", ""]
+            lines += [f"- `{t['nodeid']}`" + (f" ({', '.join(t['checks'])})" if t.get("checks") else "")
+                      + f": {_line(t['reason']) or 'no reason given'}" for t in skipped]
+        for check, c in checks.items():
             matrix = c.get("tables", {}).get("matrix") if check == "reachability" else None
             if matrix:
                 lines += ["", "| flow | expected | verdict | blocking component |", "| --- | --- | --- | --- |"]
-                lines += [f"| {r['flow']} | {r['expected']} | {r['verdict']} | {r.get('blocking_component') or '-'} |" for r in matrix]
+                lines += [f"| {_cell(r['flow'])} | {_cell(r['expected'])} | {_cell(r['verdict'])} | "
+                          f"{_cell(r.get('blocking_component') or '-')} |" for r in matrix]
         if findings:
             lines += ["", "| check | resource | AWS id | expected | found |", "| --- | --- | --- | --- | --- |"]
             for f in findings:
-                lines.append(f"| {f['check']} | `{f['address']}` | {f['aws_id']} | {f['expected']} | {f['found']} |")
+                address = f"`{_cell(f['address'])}`" if f["address"] else "-"
+                lines.append(f"| {_cell(f['check'])} | {address} | {_cell(f['aws_id'])} | {_cell(f['expected'])} | "
+                             f"{_cell(f['found'])} |")
         lines += ["", f"Teardown: {g.get('teardown', '-')}."]
     if summary.get("teardown_problems"):
         lines += ["", "## Teardown problems", ""] + [f"- {p}" for p in summary["teardown_problems"]]
     return "\n".join(lines) + "\n"
+
+
+_VERDICT_MD = {"fail": "**FAIL**", "error": "**ERROR**"}
+
+
+def _cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell: pipes escaped, line breaks as <br>."""
+    text = str(value if value is not None else "")
+    text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return "<br>".join(line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+
+
+def _line(value: Any) -> str:
+    """Text on one line (for list items)."""
+    return " ".join(str(value or "").split())
 
 
 def _s(value: float | None) -> str:

@@ -1,0 +1,175 @@
+"""experiment.py and chaos.py on recorded data: a fault is detected only through new findings about what it
+touched; a new finding no fault explains is a false alarm; targets follow Terraform addresses, not AWS ids."""
+
+from __future__ import annotations
+
+from immutable_infra import chaos, experiment
+from immutable_infra.chaos import FlowRuleRevoked, RouteDeleted, SgOpenedToWorld, candidates, touched
+from immutable_infra.experiment import Experiment, Outcome, attribute, new_findings, plan_batches
+from immutable_infra.findings import Finding
+from immutable_infra.plan import StateResource
+
+REGION = "ap-southeast-1"
+RUN = "r1"
+GROUP = "g"
+
+
+def finding(check, address, aws_id, found="changed", **detail):
+    return Finding(check, GROUP, address, aws_id, "as declared", found, detail)
+
+
+STATE = [
+    StateResource("aws_security_group.app", "aws_security_group", {"id": "sg-app"}),
+    StateResource("aws_security_group.db", "aws_security_group", {"id": "sg-db"}),
+    StateResource("aws_security_group_rule.app_in", "aws_security_group_rule",
+                  {"id": "sgrule-1", "security_group_id": "sg-app"}),
+    StateResource("aws_route_table.main", "aws_route_table", {"id": "rtb-1"}),
+    StateResource("aws_route.default", "aws_route", {"id": "r-rtb-1080289494", "route_table_id": "rtb-1"}),
+    StateResource("aws_instance.app[0]", "aws_instance", {"id": "i-app0"}),
+    StateResource("aws_instance.db[0]", "aws_instance", {"id": "i-db0"}),
+    StateResource("aws_nat_gateway.this", "aws_nat_gateway", {"id": "nat-1", "allocation_id": "eipalloc-1"}),
+    StateResource("aws_eip.nat", "aws_eip", {"id": "eipalloc-1"}),
+]
+SNAPSHOT = {"instances": [
+    {"InstanceId": "i-app0", "SecurityGroups": [{"GroupId": "sg-app"}]},
+    {"InstanceId": "i-db0", "SecurityGroups": [{"GroupId": "sg-db"}]},
+]}
+
+
+def test_touched_covers_children_members_and_named_parents():
+    sg = touched(SgOpenedToWorld("sg-app", REGION, RUN), (), STATE, SNAPSHOT)
+    # the group, its separate rule resource, and the instance that carries it (isolation findings name it)
+    assert {"sg-app", "aws_security_group.app", "aws_security_group_rule.app_in", "sgrule-1", "i-app0",
+            "aws_instance.app[0]"} <= sg
+    assert not {"sg-db", "i-db0", "aws_instance.db[0]", "rtb-1"} & sg
+    route = touched(RouteDeleted("rtb-1", REGION, RUN, "0.0.0.0/0", "gateway"), (), STATE, SNAPSHOT)
+    assert {"rtb-1", "aws_route_table.main", "aws_route.default"} <= route
+    nat = touched(chaos.NatDeleted("nat-1", REGION, RUN), (), STATE, SNAPSHOT)
+    assert {"aws_nat_gateway.this", "aws_eip.nat"} <= nat
+    rogue = touched(chaos.RogueInstance("subnet-1", REGION, RUN, "ami-1"), ["i-rogue"], STATE, SNAPSHOT)
+    assert "i-rogue" in rogue and "i-app0" not in rogue
+
+
+def test_detection_only_through_new_findings_about_what_the_fault_touched():
+    sg_fault = touched(SgOpenedToWorld("sg-app", REGION, RUN), (), STATE, SNAPSHOT)
+    route_fault = touched(RouteDeleted("rtb-1", REGION, RUN, "0.0.0.0/0", "gateway"), (), STATE, SNAPSHOT)
+    old = finding("drift", "aws_security_group.app", "sg-app", "ingress: already drifted before the batch")
+    baseline = {"drift": [old], "unmanaged": []}
+    after = {
+        "drift": [old, finding("drift", "aws_route.default", "r-rtb-1080289494", "deleted")],
+        "unmanaged": [],
+    }
+    seen, alarms = attribute(baseline, after, [sg_fault, route_fault])
+    # the SG finding existed before the injection: it is not the SG fault's detection
+    assert seen[0] == {} and list(seen[1]) == ["drift"] and alarms == []
+    # the route's finding does not count for the SG fault either (another fault of the same batch caused it)
+    after["drift"].append(finding("drift", "aws_security_group.app", "sg-app", "ingress: tcp 22 from 0.0.0.0/0"))
+    seen, alarms = attribute(baseline, after, [sg_fault, route_fault])
+    assert [f.found for f in seen[0]["drift"]] == ["ingress: tcp 22 from 0.0.0.0/0"] and alarms == []
+
+
+def test_a_new_finding_no_fault_explains_is_a_false_alarm():
+    scope = touched(SgOpenedToWorld("sg-app", REGION, RUN), (), STATE, SNAPSHOT)
+    stray = finding("unmanaged", "", "sg-db", "an unmanaged rule")
+    seen, alarms = attribute({"unmanaged": []}, {"unmanaged": [stray]}, [scope])
+    assert seen == [{}] and alarms == [stray]
+
+
+def test_flow_findings_are_about_the_instances_at_their_ends():
+    scope = touched(SgOpenedToWorld("sg-app", REGION, RUN), (), STATE, SNAPSHOT)
+    breach = finding("reachability", "", "", "reachable", source_instance="i-elsewhere", destination_instance="i-app0")
+    seen, alarms = attribute({}, {"reachability": [breach]}, [scope])
+    assert seen == [{"reachability": [breach]}] and alarms == []
+
+
+def test_misses_false_alarms_and_residue_are_chaos_findings():
+    fault = SgOpenedToWorld("sg-app", REGION, RUN)
+    exp = Experiment(GROUP, outcomes=[Outcome(fault, 1, ["drift", "reachability"], detected=["drift"])])
+    exp.false_alarms.append(finding("roles", "", "i-db0", "no role"))
+    exp.residue.append(finding("drift", "aws_security_group.app", "sg-app", "ingress still open"))
+    got = exp.findings()
+    assert [(f.check, f.detail["kind"]) for f in got] == [("chaos", "miss"), ("chaos", "false-alarm"), ("chaos", "residue")]
+    assert "missed: no new reachability finding" in got[0].found and "sg_opened_to_world" in got[0].expected
+    # a fault that could not be injected is an error, not a miss
+    exp.outcomes[0].error = "ClientError: InvalidGroup.NotFound"
+    assert [f.detail["kind"] for f in exp.findings()] == ["false-alarm", "residue"]
+    assert experiment.matrix_rows(exp) == []
+
+
+def test_new_findings_compare_without_detail():
+    a = finding("drift", "x", "id", "changed", plan={"a": 1})
+    b = finding("drift", "x", "id", "changed", plan={"a": 2})
+    assert new_findings({"drift": [a]}, {"drift": [b]}) == {"drift": []}
+
+
+def _sg(group_id, source):
+    return {"GroupId": group_id, "VpcId": "vpc-1", "Tags": [{"Key": "Run", "Value": RUN}],
+            "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080,
+                               "UserIdGroupPairs": [{"GroupId": source}]}]}
+
+
+def _snapshot(ids):
+    """Two groups, each admitting 8080 from the other; ``ids`` are the AWS ids of app and db on this run."""
+    app, db = ids
+    return {"region": REGION, "vpcs": [{"VpcId": "vpc-1", "CidrBlock": "10.0.0.0/16"}],
+            "security_groups": [_sg(app, db), _sg(db, app)]}
+
+
+def test_targets_follow_terraform_addresses_and_the_seed_not_aws_ids():
+    picks = set()
+    for ids in (("sg-0aaa", "sg-0fff"), ("sg-0fff", "sg-0aaa"), ("sg-5", "sg-1")):
+        addresses = {ids[0]: "aws_security_group.app", ids[1]: "aws_security_group.db"}
+        cands = candidates("flow_rule_revoked", _snapshot(ids), RUN, GROUP, addresses, seed=0)
+        assert len(cands) == 2
+        picks.add(addresses[cands[0].target])
+        batches, skipped = plan_batches(_snapshot(ids), RUN, GROUP, ["flow_rule_revoked"], addresses, seed=0)
+        assert addresses[batches[0][0].target] == addresses[cands[0].target] and not skipped
+    assert len(picks) == 1, "the same group gave different targets on runs whose AWS ids sort differently"
+    # another seed may pick another target, and always the same one for that seed
+    addresses = {"sg-0aaa": "aws_security_group.app", "sg-0fff": "aws_security_group.db"}
+    orders = {tuple(repr(f) for f in candidates("flow_rule_revoked", _snapshot(("sg-0aaa", "sg-0fff")), RUN, GROUP,
+                                                  addresses, seed=s)) for s in range(8)}
+    assert len(orders) == 2
+
+
+def test_flow_rule_revoked_covers_security_group_sources_and_expects_reachability_only_on_a_flow():
+    snap = _snapshot(("sg-app", "sg-db"))
+    fault = FlowRuleRevoked.select(snap, RUN, GROUP, 0)
+    assert fault.source_group in ("sg-app", "sg-db") and not fault.cidr
+    assert fault.expected() == ("drift",), "a rule that carries no declared flow is not expected by reachability"
+    assert fault._permission()["UserIdGroupPairs"] == [{"GroupId": fault.source_group}]
+    snap["flow_rules"] = [("sg-db", "tcp", 8080, 8080, "sg-app")]
+    fault = FlowRuleRevoked.select(snap, RUN, GROUP, 0)
+    assert (fault.target, fault.source_group, fault.carries_flow) == ("sg-db", "sg-app", True)
+    assert fault.expected() == ("drift", "reachability")
+    assert eval(repr(fault), vars(chaos)) == fault
+
+
+def test_the_analyzer_says_which_rules_carry_a_declared_flow():
+    """On the recorded peered VPCs: the rules admitting SSH from ops and 8080 from the proxies carry flows;
+    with no flow declared through them (METRICS is unreachable already), no rule does."""
+    import json
+    from pathlib import Path
+
+    from immutable_infra.flows import Flow
+
+    data = Path(__file__).parent / "data" / "reachability"
+    snap = json.loads((data / "peered_vpcs.json").read_text())
+    addresses = json.loads((data / "peered_vpcs.addresses.json").read_text())
+    ssh = Flow("ci@ops-sg", "microservice@prd-sg-slave", "tcp", 22)
+    app = Flow("reverse-proxy@prd-sg-slave", "microservice@prd-sg-slave", "tcp", 8080)
+    slave_sgs = [g["GroupId"] for g in snap["security_groups"]
+                 if {t["Key"]: t["Value"] for t in g.get("Tags") or []}.get("Group") == "prd-sg-slave"]
+    every = [r for r in chaos.sg_rules(snap) if r[0] in slave_sgs]
+    carrying = experiment.rules_carrying_flows([ssh, app], snap, addresses, slave_sgs)
+    assert carrying and set(carrying) < set(every), "only some rules of the group carry a declared flow"
+    assert {r[2] for r in carrying} == {22, 8080}
+    assert experiment.rules_carrying_flows([], snap, addresses, slave_sgs) == []
+    only_ssh = experiment.rules_carrying_flows([ssh], snap, addresses, slave_sgs)
+    assert {r[2] for r in only_ssh} == {22}
+    # each one really blocks its flow once revoked, by the analyzer's own verdict
+    from immutable_infra.checks.reachability import analyze
+
+    for rule in carrying:
+        blocked = [f for f in (ssh, app) if not analyze(f, chaos.without_rule(snap, rule), addresses).reachable]
+        assert blocked, rule
