@@ -82,3 +82,24 @@ def test_state_is_what_the_list_rules_look_into():
 def test_plan_without_drift():
     findings, table = find_drift(plan("plan_noop"), "g")
     assert findings == [] and table == []
+
+
+def test_default_network_acl_retagging_stays_a_finding():
+    """A default network ACL whose tags change under Terraform (the community VPC module's upstream
+    re-tagging) is real drift: no noise rule and no sandbox fix may hide it, unlike the DHCP options
+    tags moto dropped (fixed in the sandbox, compat.dhcp_options_tags_at_creation)."""
+    tags = {"Name": "realworld-default", "Project": "realworld"}
+    entry = {
+        "address": "module.vpc.aws_default_network_acl.this[0]", "module_address": "module.vpc",
+        "mode": "managed", "type": "aws_default_network_acl", "name": "this", "index": 0,
+        "change": {"actions": ["update"],
+                   "before": {"id": "acl-0123456789abcdef0", "tags": tags, "tags_all": tags},
+                   "after": {"id": "acl-0123456789abcdef0", "tags": {"Name": "realworld-default"},
+                             "tags_all": {"Name": "realworld-default"}}},
+    }
+    drifted = Plan.from_json({"format_version": "1.2", "resource_drift": [entry]})
+    findings, _ = find_drift(drifted, "realworld")
+    assert [(f.address, f.detail["attribute"], f.detail["classification"]) for f in findings] == [
+        ("module.vpc.aws_default_network_acl.this[0]", "tags.Project", "drift"),
+        ("module.vpc.aws_default_network_acl.this[0]", "tags_all.Project", "drift"),
+    ]
