@@ -35,4 +35,5 @@ def groups_copy(tmp_path: Path) -> Path:
     """A writable copy of the test groups (tests/groups), for tests that break one."""
     target = tmp_path / "groups"
     shutil.copytree(TEST_GROUPS, target)
+    shutil.copy(TESTS / "roles.toml", tmp_path / "roles.toml")  # the roles catalog beside the groups
     return target

@@ -23,6 +23,7 @@ def repo(tmp_path):
     """A git repository holding the slow test group, committed as the base."""
     repo = tmp_path / "repo"
     shutil.copytree(TEST_GROUPS / "slow", repo / "groups" / "slow")
+    shutil.copy(TEST_GROUPS.parent / "roles.toml", repo / "roles.toml")  # the roles catalog beside the groups
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"]):
         subprocess.run(["git", "-C", str(repo), *args], check=True, env=env)

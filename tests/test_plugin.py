@@ -21,6 +21,7 @@ def test_applied(applied_group):
 def project(pytester, tmp_path, monkeypatch):
     """A pytester project with the test groups, its own run home and reports folder."""
     shutil.copytree(TEST_GROUPS, pytester.path / "groups")
+    shutil.copy(TEST_GROUPS.parent / "roles.toml", pytester.path / "roles.toml")  # the roles catalog beside the groups
     pytester.makepyfile(test_suite=SUITE)
     monkeypatch.setenv("IMMUTABLE_INFRA_HOME", str(tmp_path / "home"))
     return pytester
@@ -68,9 +69,7 @@ def test_bad_run_id(project):
 
 
 def test_suite_without_group(project):
-    result = run(project)
-    result.stdout.fnmatch_lines(["*tests a group: name it, e.g. pytest suites/ --group prd-sg-slave*"])
-    assert result.ret != 0
+    assert_one_clear_error(run(project), "test_suite.py::test_applied tests a group: name it, e.g. pytest suites/ --group prd-sg-slave*")
 
 
 def test_invalid_hcl_is_an_error_naming_file_and_line(project, moto_server):

@@ -16,6 +16,7 @@ TEST_GROUPS = Path(__file__).parent / "groups"
 @pytest.fixture
 def project(pytester, tmp_path, monkeypatch):
     shutil.copytree(TEST_GROUPS, pytester.path / "groups")
+    shutil.copy(TEST_GROUPS.parent / "roles.toml", pytester.path / "roles.toml")  # the roles catalog beside the groups
     shutil.copy(ROOT / "suites" / "test_rebuild.py", pytester.path / "test_rebuild.py")
     monkeypatch.setenv("IMMUTABLE_INFRA_HOME", str(tmp_path / "home"))
     return pytester

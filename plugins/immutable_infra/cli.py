@@ -18,12 +18,12 @@ import sys
 import threading
 from pathlib import Path
 
-from immutable_infra.catalog import CatalogError
-from immutable_infra.engine import DEFAULT_PARALLELISM, TerraformError
+from immutable_infra.engine import DEFAULT_PARALLELISM
 from immutable_infra.ephemeral import Run, RunError, default_home
+from immutable_infra.errors import ToolError
 from immutable_infra.harness import Harness
 from immutable_infra.sandbox import MotoServer, SandboxError
-from immutable_infra.settings import Settings, env_name
+from immutable_infra.settings import Settings, SettingsError, env_name, path_problems, usage_problems
 
 
 def _say(line: str) -> None:
@@ -51,7 +51,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("up needs an endpoint that outlives this command: start `immutable-infra sandbox` "
              "and pass --aws-endpoint URL (or --real-aws)")
         return 2
+    if os.environ.get("IMMUTABLE_INFRA_HOME"):
+        s.sources["home"] = "IMMUTABLE_INFRA_HOME"
+    problems = usage_problems(s) + path_problems(s)
+    if problems:
+        raise SettingsError(problems[0])
     harness = Harness(s, say=_say)
+    harness.catalog.validate()  # every group of the folder, roles.toml, parity.toml: before any apply
     harness.catalog.closure(s.groups)
     try:
         harness.up(s.groups)
@@ -94,20 +100,41 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    runs = Run.all(default_home())
+    """Kept runs, one line each; a run.json that cannot be read is listed as damaged (exit status 1), never hidden."""
+    home = default_home()
     print(f"{'run':<12} {'groups':<40} {'age':>8} {'resources':>9}  endpoint")
     now = dt.datetime.now(dt.timezone.utc)
-    for run in runs:
-        live = [n for n in run.order if run.groups[n].status not in ("destroyed",)]
-        if not live:
+    damaged = 0
+    for path in sorted((home / "runs").glob("*/run.json")):
+        try:
+            run = Run.load(home, path.parent.name)
+            live = [n for n in run.order if run.groups[n].status not in ("destroyed",)]
+            hours = (now - dt.datetime.fromisoformat(run.created)).total_seconds() / 3600
+            line = (f"{run.id:<12} {','.join(live):<40} {hours:>7.1f}h {run.resource_count():>9}  "
+                    f"{run.endpoint or 'real AWS'}")
+        except (RunError, TypeError, KeyError, ValueError, AttributeError) as exc:
+            damaged += 1
+            why = str(exc) if isinstance(exc, RunError) else f"{path} is damaged ({type(exc).__name__}: {exc})"
+            print(f"{path.parent.name:<12} DAMAGED: {why}; fix or remove {path.parent} "
+                  "(its group workspaces hold the Terraform states)")
             continue
-        age = now - dt.datetime.fromisoformat(run.created)
-        hours = age.total_seconds() / 3600
-        print(f"{run.id:<12} {','.join(live):<40} {hours:>7.1f}h {run.resource_count():>9}  {run.endpoint or 'real AWS'}")
-    return 0
+        if live:
+            print(line)
+    return 1 if damaged else 0
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    if not 0 <= args.port <= 65535:
+        raise SandboxError(f"--port {args.port} is not a port number; give 1-65535, or leave it out for a free one")
+    if args.port:
+        import socket
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", args.port))
+            except OSError as exc:
+                raise SandboxError(f"--port {args.port}: 127.0.0.1:{args.port} is in use ({exc.strerror}); "
+                                   "choose another port, or leave --port out for a free one") from None
     server = MotoServer(port=args.port).start()
     print(server.url, flush=True)
     _say(f"embedded AWS sandbox (moto, with compatibility fixes) on {server.url}; Ctrl-C stops it")
@@ -155,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CatalogError, RunError, SandboxError, TerraformError, FileNotFoundError, ValueError) as exc:
+    except ToolError as exc:
         _say(f"immutable-infra {args.command}: {exc}")
         return 2
     except KeyboardInterrupt:

@@ -336,7 +336,9 @@ def validate(model: type[_Model], data: dict[str, Any], path: Path | str, **cont
 def explain(model: type[BaseModel], error: Mapping[str, Any]) -> str:
     """One pydantic error as 'where: problem; fix'."""
     loc = tuple(error["loc"])
-    where, section, key = _where(model, loc), _where(model, loc[:-1]), str(loc[-1]) if loc else ""
+    where, key = _where(model, loc), str(loc[-1]) if loc else ""
+    section = f"[{loc[0]}]" if len(loc) == 2 and isinstance(loc[0], str) and model is not RolesConfig \
+        else _where(model, loc[:-1])
     kind = error["type"]
     if kind == "value_error":
         cause = (error.get("ctx") or {}).get("error")
@@ -357,7 +359,7 @@ def explain(model: type[BaseModel], error: Mapping[str, Any]) -> str:
     shown = repr(error.get("input"))
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     return (f"{where} = {shown}: {error['msg'][0].lower() + error['msg'][1:]}"
-            + (f"; {key} is {meaning}" if meaning else ""))
+            + (f" ({key}: {meaning})" if meaning else ""))
 
 
 def _where(model: Any, loc: list[Any]) -> str:
@@ -440,43 +442,62 @@ def load_parity_config(path: Path) -> ParityConfig:
 
 def check_catalog(groups: Mapping[str, GroupConfig], files: Mapping[str, Path],
                   roles: Mapping[str, RoleConfig], roles_file: Path) -> None:
-    """What no single file can know: names across groups and the roles catalog. First problem as a ConfigError."""
+    """What no single file can know: names across groups and the roles catalog. First problem as a ConfigError.
+
+    Names first (a typo is reported as a typo), then what the names imply: peering is mutual, a role runs
+    only in the group kinds its catalog entry allows, and a [[flows]] entry between two groups needs them
+    to be peers.
+    """
     known = sorted(groups)
+
+    def where(name: str) -> str:
+        return f"group {name}: {files[name]}"
+
     for name, g in sorted(groups.items()):
-        where = f"group {name}: {files[name]}"
         for peer in g.peers:
             if peer not in groups:
-                raise ConfigError(f"{where}: peers names unknown group {peer!r}; {_suggest(peer, known)}")
-            if name not in groups[peer].peers:
-                raise ConfigError(f"{where}: peers names {peer!r}, but {files[peer]} does not name {name!r} in its "
-                                  f"peers; a peering is mutual: add \"{name}\" there or remove \"{peer}\" here")
+                raise ConfigError(f"{where(name)}: peers names unknown group {peer!r}; {_suggest(peer, known)}")
         for dep in g.depends_on:
             if dep not in groups:
-                raise ConfigError(f"{where}: [inputs] take outputs of unknown group {dep!r}; {_suggest(dep, known)}")
+                raise ConfigError(f"{where(name)}: [inputs] take outputs of unknown group {dep!r}; "
+                                  f"{_suggest(dep, known)}")
         if g.disaster is not None:
             partner = g.disaster.partner
             if partner == name or partner not in groups:
-                raise ConfigError(f"{where}: [disaster] partner = {partner!r} is not another known group; "
+                raise ConfigError(f"{where(name)}: [disaster] partner = {partner!r} is not another known group; "
                                   + _suggest(partner, [k for k in known if k != name]))
-        for role, count in g.roles.items():
+        for role in g.roles:
             if role not in roles:
-                raise ConfigError(f"{where}: [roles] {role} is not a role of {roles_file}; "
-                                  f"{_suggest(role, sorted(roles))}, or add [roles.{role}] there")
+                raise ConfigError(f"{where(name)}: [roles] {role} is not a role of {roles_file}; "
+                                  f"{_suggest(role, sorted(roles))}; or add [roles.{role}] there")
+        for table, flow, entry in _entries(g):
+            for end, role, group in (("from", flow.source_role, flow.source_group),
+                                     ("to", flow.destination_role, flow.destination_group)):
+                if group not in groups:
+                    raise ConfigError(f"{where(name)}: {entry}: {end} names unknown group {group!r}; "
+                                      f"{_suggest(group, known)}")
+                if role != "*" and role not in roles:
+                    raise ConfigError(f"{where(name)}: {entry}: {end} names role {role!r}, which {roles_file} does "
+                                      f"not declare; {_suggest(role, sorted(roles))} (or \"*\" for any instance)")
+    for name, g in sorted(groups.items()):
+        for peer in g.peers:
+            if name not in groups[peer].peers:
+                raise ConfigError(f"{where(name)}: peers names {peer!r}, but {files[peer]} does not name {name!r} "
+                                  f"in its peers; a peering is mutual: add \"{name}\" there or remove \"{peer}\" here")
+        for role in g.roles:
             if g.kind not in roles[role].kinds:
-                raise ConfigError(f"{where}: [roles] {role}: {roles_file} allows it only in "
+                raise ConfigError(f"{where(name)}: [roles] {role}: {roles_file} allows it only in "
                                   f"{', '.join(roles[role].kinds)} groups, and {name} is {g.kind}; move the role "
-                                  "or change kinds there")
-        for table, flows in (("flows", g.flows), ("isolation", g.isolation)):
-            for number, flow in enumerate(flows, start=1):
-                entry = f"{where}: [[{table}]] entry {number} ({flow.name})"
-                for end, role, group in (("from", flow.source_role, flow.source_group),
-                                         ("to", flow.destination_role, flow.destination_group)):
-                    if group not in groups:
-                        raise ConfigError(f"{entry}: {end} names unknown group {group!r}; {_suggest(group, known)}")
-                    if role != "*" and role not in roles:
-                        raise ConfigError(f"{entry}: {end} names role {role!r}, which {roles_file} does not "
-                                          f"declare; {_suggest(role, sorted(roles))} (or \"*\" for any instance)")
-                a, b = flow.source_group, flow.destination_group
-                if table == "flows" and a != b and b not in groups[a].peers:
-                    raise ConfigError(f"{entry}: {a} and {b} are not peers, so no traffic can flow between them; "
-                                      f"add \"{b}\" to peers in {files[a]} and \"{a}\" in {files[b]}, or remove the flow")
+                                  "or change its kinds there")
+        for table, flow, entry in _entries(g):
+            a, b = flow.source_group, flow.destination_group
+            if table == "flows" and a != b and b not in groups[a].peers:
+                raise ConfigError(f"{where(name)}: {entry}: {a} and {b} are not peers, so no traffic can flow "
+                                  f"between them; add \"{b}\" to peers in {files[a]} and \"{a}\" in {files[b]}, "
+                                  "or remove the flow")
+
+
+def _entries(g: GroupConfig) -> list[tuple[str, Flow, str]]:
+    return [(table, flow, f"[[{table}]] entry {number} ({flow.name})")
+            for table, flows in (("flows", g.flows), ("isolation", g.isolation))
+            for number, flow in enumerate(flows, start=1)]

@@ -316,14 +316,18 @@ def cannot_check(infra: Harness, what: str) -> Iterator[None]:
     try:
         yield
     except (BotoCoreError, ClientError, *TOOL_ERRORS) as exc:
-        sandbox = infra._sandbox
-        if sandbox is not None:
-            try:
-                sandbox.ensure_reachable()
-            except EndpointGone as gone:
-                pytest.fail(f"{what}: {gone}", pytrace=False)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        pytest.fail(f"{what} cannot run: {first}", pytrace=False)
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    else:
+        return
+    sandbox = infra._sandbox
+    if sandbox is not None:
+        try:
+            sandbox.ensure_reachable()
+        except EndpointGone:
+            pass
+        if sandbox.gone is not None:
+            raise pytest.fail.Exception(f"{what}: {sandbox.gone_message()}", pytrace=False) from None
+    raise pytest.fail.Exception(f"{what} cannot run: {problem}", pytrace=False) from None
 
 
 @pytest.fixture(scope="session")
@@ -349,8 +353,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if sandbox is not None and "group_name" in getattr(item, "fixturenames", ()):
         try:
             sandbox.ensure_reachable()  # once the endpoint is gone, every later check errors at once
-        except EndpointGone as exc:
-            pytest.fail(str(exc), pytrace=False)
+        except EndpointGone:
+            pass
+        if sandbox.gone is not None:
+            pytest.fail(sandbox.gone_message(), pytrace=False)
     s = item.config.stash.get(SETTINGS, None)
     if s is not None and s.audit and item.get_closest_marker("infra_destructive"):
         pytest.skip("--audit is read-only: this test changes infrastructure")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from immutable_infra.engine import DEFAULT_PARALLELISM
+from immutable_infra.errors import ToolError
 
 ENV_PREFIX = "IMMUTABLE_INFRA_"
 INI_PREFIX = "immutable_infra_"
@@ -38,10 +39,32 @@ def ini_name(name: str) -> str:
     return INI_PREFIX + name
 
 
-def _truthy(value: Any) -> bool:
+#: What pytest's ini parser and this plugin take as true and as false (case-insensitive).
+TRUE_WORDS = ("1", "true", "yes", "on", "y", "t")
+FALSE_WORDS = ("0", "false", "no", "off", "n", "f")
+
+
+class SettingsError(ToolError, ValueError):
+    """A setting cannot be used; the message names the setting as the user wrote it and the fix."""
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_bool(value: Any, setting: str) -> bool:
+    """A boolean setting; anything but a recognised true/false word is an error naming ``setting``."""
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise SettingsError(
+        f"{setting} = {value!r} is neither true nor false; write one of {', '.join(TRUE_WORDS)} "
+        f"or one of {', '.join(FALSE_WORDS)}"
+    )
 
 
 @dataclass
@@ -60,21 +83,27 @@ class Settings:
     chaos_dry_run: bool = False
     base_ref: str | None = None
     home: Path = Path(".immutable-infra")
+    #: Where each setting that was given came from, as the user wrote it: "--keep", "IMMUTABLE_INFRA_KEEP",
+    #: "ini key immutable_infra_keep". Messages name the setting by it.
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, flag_name(name))
 
     @property
     def embedded(self) -> bool:
         return not self.aws_endpoint and not self.real_aws
 
 
-def _percent(value: Any) -> float | None:
+def _percent(value: Any, setting: str = "--rebuild-regression") -> float | None:
     if value in (None, ""):
         return None
     try:
         pct = float(str(value).rstrip("%"))
     except ValueError:
-        raise ValueError(f"--rebuild-regression takes a percentage such as 20, not {value!r}") from None
+        raise SettingsError(f"{setting} takes a percentage such as 20, not {value!r}") from None
     if pct < 0:
-        raise ValueError(f"--rebuild-regression must not be negative, not {value!r}")
+        raise SettingsError(f"{setting} must not be negative, not {value!r}")
     return pct
 
 
@@ -89,45 +118,119 @@ def _home(config: Any, root: Path) -> Path:
 
 
 def from_pytest_config(config: Any) -> Settings:
-    """Resolve settings: command line, then IMMUTABLE_INFRA_* environment, then pytest.ini."""
+    """Resolve settings: command line, then IMMUTABLE_INFRA_* environment, then pytest.ini.
+
+    A value that cannot be used raises SettingsError naming the setting as it was given (the flag, the
+    environment variable or the ini key).
+    """
+    import pytest
+
     root = Path(str(config.rootpath))
+    sources: dict[str, str] = {}
 
     def get(name: str) -> Any:
         value = config.getoption(name)
         if value not in (None, [], False, ""):
+            sources[name] = flag_name(name)
             return value
         env = os.environ.get(env_name(name))
         if env:
+            sources[name] = env_name(name)
             return [g for g in env.replace(",", " ").split() if g] if name == "group" else env
-        ini = config.getini(ini_name(name))
+        try:
+            ini = config.getini(ini_name(name))
+        except (ValueError, pytest.UsageError) as exc:  # pytest's bool parser: "invalid truth value 'maybe'"
+            given = str(exc).removeprefix("invalid truth value ").strip()
+            raise SettingsError(
+                f"ini key {ini_name(name)} = {given} is neither true nor false; "
+                f"write {ini_name(name)} = true or false (in pytest.ini or with -o)"
+            ) from None
         if ini not in (None, [], ""):
+            sources[name] = f"ini key {ini_name(name)}"
             return ini
         return OPTIONS[name][2]
+
+    def flag(name: str) -> bool:
+        value = get(name)
+        return parse_bool(value, sources.get(name, flag_name(name)))
 
     def path(value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() else root / p
 
+    raw_parallelism = get("parallelism")
     try:
-        parallelism = int(get("parallelism"))
-    except ValueError:
-        raise ValueError(f"parallelism must be a whole number, not {get('parallelism')!r}") from None
-    return Settings(
-        groups=list(dict.fromkeys(get("group"))),
+        parallelism = int(raw_parallelism)
+    except (TypeError, ValueError):
+        raise SettingsError(
+            f"{sources.get('parallelism', '--parallelism')} must be a whole number, not {raw_parallelism!r}"
+        ) from None
+    groups = list(dict.fromkeys(get("group")))
+    regression = get("rebuild_regression")
+    settings = Settings(
+        groups=groups,
         groups_dir=path(get("groups_dir")),
         aws_endpoint=get("aws_endpoint") or None,
-        real_aws=_truthy(get("real_aws")),
+        real_aws=flag("real_aws"),
         run_id=get("run_id") or None,
-        keep=_truthy(get("keep")),
+        keep=flag("keep"),
         terraform=get("terraform") or None,
         reports_dir=path(get("reports_dir")),
         parallelism=parallelism,
-        audit=_truthy(get("audit")),
-        rebuild_regression=_percent(get("rebuild_regression")),
-        chaos_dry_run=_truthy(get("chaos_dry_run")),
+        audit=flag("audit"),
+        rebuild_regression=_percent(regression, sources.get("rebuild_regression", "--rebuild-regression")),
+        chaos_dry_run=flag("chaos_dry_run"),
         base_ref=get("base_ref") or None,
         home=_home(config, root),
     )
+    if os.environ.get("IMMUTABLE_INFRA_HOME"):
+        sources["home"] = "IMMUTABLE_INFRA_HOME"
+    elif config.getini("immutable_infra_home"):
+        sources["home"] = "ini key immutable_infra_home"
+    settings.sources = sources
+    return settings
+
+
+def _writable_dir_problem(path: Path, setting: str, what: str) -> str | None:
+    """Why ``path`` cannot be used as a folder this tool writes into, or None."""
+    if path.exists():
+        if not path.is_dir():
+            return f"{setting} {path} is a file, not a folder; {what}: name a folder (it is created if missing)"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{setting} {path} is not writable; {what}: name a folder you can write to"
+        return None
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{setting} {path} cannot be created: {parent} is a file; {what}: name a folder you can write to"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{setting} {path} cannot be created: {parent} is not writable; {what}: name a folder you can write to"
+    return None
+
+
+def path_problems(s: Settings) -> list[str]:
+    """Folders and programs named by the settings that cannot be used, each with its fix."""
+    import shutil
+
+    problems = []
+    reports = _writable_dir_problem(s.reports_dir, s.source("reports_dir"), "reports are written there")
+    if reports:
+        problems.append(reports)
+    if not s.audit or s.home.exists():
+        home = _writable_dir_problem(s.home, s.sources.get("home", "the runs folder"),
+                                     "runs and their Terraform states live there")
+        if home:
+            problems.append(home)
+    if s.terraform:
+        found = shutil.which(s.terraform)
+        if found is None:
+            what = "does not exist" if not Path(s.terraform).exists() else "is not an executable program"
+            problems.append(
+                f"{s.source('terraform')} {s.terraform} {what}; give the path of a terraform or tofu binary "
+                "(or one on PATH), or drop it to use the embedded Terraform"
+            )
+    return problems
 
 
 def usage_problems(s: Settings) -> list[str]:
@@ -149,6 +252,14 @@ def usage_problems(s: Settings) -> list[str]:
             problems.append(
                 f"--run-id {s.run_id}: use 1-16 characters of lowercase a-z, 0-9 and '-' (it goes into AWS names)"
             )
+    if s.audit and s.run_id and _run_id_ok(s.run_id):
+        from immutable_infra.ephemeral import Run
+
+        if not Run.exists(s.home, s.run_id):
+            problems.append(
+                f"--audit --run-id {s.run_id}: there is no run {s.run_id!r} in {s.home / 'runs'}, and an audit only "
+                "reads a deployed run; `immutable-infra runs` lists them (mind IMMUTABLE_INFRA_HOME)"
+            )
     if s.audit and not s.run_id:
         problems.append(
             "--audit reads a deployed run and never applies: name it with --run-id ID "
@@ -159,5 +270,11 @@ def usage_problems(s: Settings) -> list[str]:
     if s.audit and s.keep:
         problems.append("--audit never destroys anything, so --keep has no meaning there; drop it")
     if s.parallelism < 1:
-        problems.append("--parallelism must be at least 1")
+        problems.append(f"{s.source('parallelism')} must be at least 1, not {s.parallelism}")
     return problems
+
+
+def _run_id_ok(run_id: str) -> bool:
+    from immutable_infra.ephemeral import RUN_ID
+
+    return bool(RUN_ID.match(run_id))
