@@ -11,10 +11,20 @@ Two drivers behind one interface, both one process per command:
 Every failure raises :class:`TerraformError` carrying the command, the exit
 code and Terraform's diagnostics. Only the errors in :data:`TRANSIENT_ERRORS`
 are retried.
+
+Stop signals (:data:`signals`): SIGINT, SIGTERM and SIGHUP all end a session
+the same way: the first one stops Terraform gracefully and lets the teardown
+destroy what was created (a first signal during the teardown lets it finish);
+a second one kills every Terraform process at once and exits. Terraform
+processes never outlive the session: each one runs in its own process group,
+which is killed when the session exits, and the embedded worker also dies
+with its parent when that is killed outright (see :mod:`immutable_infra.tfworker`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import os
 import queue
@@ -47,6 +57,86 @@ DEFAULT_PARALLELISM = 30
 GRACEFUL_STOP_SECONDS = 180
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+#: Terraform processes running now, killed with their process groups when the session ends.
+_LIVE: set[subprocess.Popen] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_workers() -> int:
+    """Kill every running Terraform process group (Terraform and its providers) at once; return how many."""
+    with _LIVE_LOCK:
+        procs = [p for p in _LIVE if p.poll() is None]
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return len(procs)
+
+
+atexit.register(kill_workers)
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP end a session like Ctrl-C; a second one stops at once, leaving no worker."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.teardown_running = False
+        self.say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+        self.hint = ""  # how to finish the job after a hard stop, e.g. "immutable-infra down --run-id X"
+        self._previous: dict[int, Any] = {}
+
+    def install(self, say: Callable[[str], None] | None = None) -> None:
+        """Handle the stop signals in this (main) thread from now on."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if say is not None:
+            self.say = say
+        for sig in self.SIGNALS:
+            if sig not in self._previous:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            try:
+                signal.signal(sig, previous)
+            except (TypeError, ValueError):
+                pass
+        self._previous.clear()
+        self.received.clear()
+
+    @contextlib.contextmanager
+    def teardown(self, hint: str = "") -> Any:
+        """While tearing down, a first stop signal lets the teardown finish."""
+        self.teardown_running, self.hint = True, hint or self.hint
+        try:
+            yield
+        finally:
+            self.teardown_running = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        self.received.append(signum)
+        if len(self.received) > 1:
+            killed = kill_workers()
+            self.say(f"{name} again: stopped at once ({killed} Terraform process(es) killed); what was created may remain"
+                     + (f"; finish with: {self.hint}" if self.hint else ""))
+            os._exit(128 + signum)
+        if self.teardown_running:
+            self.say(f"{name}: the teardown is already running and will finish; send it again to stop at once")
+            return
+        self.say(f"{name}: stopping Terraform gracefully, then destroying what this session created "
+                 "(send it again to stop at once)")
+        raise KeyboardInterrupt(name)
+
+
+#: The process's stop-signal handling (installed by the plugin and the command).
+signals = StopSignals()
 
 
 class TerraformError(ToolError):
@@ -169,6 +259,7 @@ class Terraform:
         self.env = {**os.environ, **env, "TF_DATA_DIR": str(self.workdir / ".terraform")}
         plugins_root = str(Path(__file__).resolve().parent.parent)
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (plugins_root, self.env.get("PYTHONPATH", "")) if p)
+        self.env["IMMUTABLE_INFRA_PARENT_PID"] = str(os.getpid())  # the worker dies with us (tfworker)
         self._proc: subprocess.Popen | None = None
 
     def interrupt(self) -> None:
@@ -212,6 +303,8 @@ class Terraform:
             start_new_session=True,  # Ctrl-C reaches us once; we forward it once.
         )
         self._proc = proc
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         lines: queue.Queue[str | None] = queue.Queue()
         stderr_parts: list[str] = []
 
@@ -255,6 +348,9 @@ class Terraform:
         finally:
             if log:
                 log.close()
+            if proc.poll() is not None:
+                with _LIVE_LOCK:
+                    _LIVE.discard(proc)
         for t in readers:
             t.join(timeout=10)
         return CommandResult(args, proc.returncode, "".join(out), "".join(stderr_parts), time.monotonic() - started)

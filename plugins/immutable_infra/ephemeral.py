@@ -5,6 +5,11 @@ timings, teardown outcome) and one working copy per group under ``groups/``
 with its own Terraform state. The plugin and the ``immutable-infra`` command
 share this store, so a run brought up with ``up`` is tested with
 ``pytest --run-id`` and destroyed with ``down``.
+
+Tearing down proves itself: after Terraform's destroy of each group, the
+group's tag inventory (:mod:`immutable_infra.inventory`) is taken and what is
+still tagged with the run is deleted by the reaper (:mod:`immutable_infra.reaper`);
+a run leaves the store only when the inventory of the whole run is empty.
 """
 
 from __future__ import annotations
@@ -23,14 +28,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from immutable_infra.catalog import Catalog, CatalogError, Group, resolve_inputs
-from immutable_infra.engine import DEFAULT_PARALLELISM, Driver, EmbeddedDriver, Terraform, TerraformError
+from immutable_infra.engine import DEFAULT_PARALLELISM, Driver, EmbeddedDriver, Terraform, TerraformError, signals
+from immutable_infra.inventory import Inventory, take
+from immutable_infra.reaper import AWS_RETRY_DELAYS, ENDPOINT_RETRY_DELAYS, Reaper, cached_clients
 from immutable_infra.sandbox import Sandbox
 from immutable_infra.errors import ToolError
 
 RUN_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")
 OVERRIDE_FILE = "immutable_infra_override.tf"
 TFVARS_FILE = "immutable_infra.auto.tfvars.json"
+#: ``ExpiresAt`` = creation + TTL: long enough for the longest session (the full suites on real AWS take about an hour).
 DEFAULT_TTL_HOURS = 6.0
+TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 Say = Callable[[str], None]
 
@@ -57,9 +66,22 @@ def default_home(root: Path | None = None) -> Path:
     return Path(env) if env else (root or Path.cwd()) / ".immutable-infra"
 
 
-def run_tags(group: str, run_id: str, expires_at: str) -> dict[str, str]:
+def parse_ttl(value: str | float | None, what: str = "--ttl") -> float:
+    """Hours from ``90m``, ``2h``, ``1.5h``, ``1d``, ``3600s`` or a plain number of hours."""
+    if value in (None, ""):
+        return DEFAULT_TTL_HOURS
+    m = TTL.match(str(value))
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"{what} {value!r}: give a duration such as 90m, 2h or 1d")
+    return float(m.group(1)) * {"s": 1 / 3600, "m": 1 / 60, "h": 1, "d": 24, "": 1}[m.group(2)]
+
+
+def run_tags(group: str, run_id: str, expires_at: str, created: str = "") -> dict[str, str]:
     """Tags every taggable resource of a run carries (through the provider's default_tags)."""
-    return {"Group": group, "Run": run_id, "ExpiresAt": expires_at}
+    tags = {"Group": group, "Run": run_id, "ExpiresAt": expires_at}
+    if created:
+        tags["CreatedAt"] = created
+    return tags
 
 
 @dataclass
@@ -92,6 +114,9 @@ class Run:
     groups: dict[str, GroupRecord] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     keep: bool = False
+    #: what the last teardown found still tagged with the run, and what it deleted outside Terraform
+    leftovers: list[str] = field(default_factory=list)
+    outside_terraform: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # -- store -----------------------------------------------------------------
@@ -148,6 +173,7 @@ class Run:
                 "id": self.id, "groups_dir": self.groups_dir, "endpoint": self.endpoint,
                 "created": self.created, "expires_at": self.expires_at, "keep": self.keep,
                 "order": list(self.order), "groups": {n: asdict(r) for n, r in self.groups.items()},
+                "leftovers": list(self.leftovers), "outside_terraform": list(self.outside_terraform),
             }
             tmp = self.path / f"run.json.{os.getpid()}.{threading.get_ident()}.tmp"
             tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -165,6 +191,25 @@ class Run:
 
     def resource_count(self) -> int:
         return sum(len(g.resources) for g in self.groups.values() if g.status == "applied")
+
+    def regions(self, catalog: Catalog | None = None) -> list[str]:
+        """Every region the run's groups use (recorded, or from the groups' config)."""
+        found = [g.region for g in self.groups.values() if g.region]
+        if catalog is not None:
+            for name in self.order:
+                try:
+                    found.append(catalog.get(name).region)
+                except CatalogError:
+                    pass
+        return list(dict.fromkeys(found))
+
+    def live(self) -> list[str]:
+        """Groups not proven destroyed."""
+        return [n for n in self.order if self.groups[n].status != "destroyed"]
+
+    def forget(self) -> None:
+        """Remove the run from the store (its folder, with the states and logs)."""
+        shutil.rmtree(self.path, ignore_errors=True)
 
     # -- workspaces ------------------------------------------------------------
 
@@ -187,7 +232,8 @@ class Run:
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(catalog.modules_dir, target)
         (ws / OVERRIDE_FILE).write_text(
-            provider_override(group, self.id, self.expires_at, sandbox.provider_settings(), provider_aliases(group.path))
+            provider_override(group, self.id, self.expires_at, sandbox.provider_settings(), provider_aliases(group.path),
+                              created=self.created)
         )
         tfvars = {"run_id": self.id, "region": group.region, **variables}
         (ws / TFVARS_FILE).write_text(json.dumps(tfvars, indent=2, sort_keys=True))
@@ -222,9 +268,9 @@ def _hcl(value: Any) -> str:
 
 
 def provider_override(group: Group, run_id: str, expires_at: str, settings: dict[str, Any],
-                      aliases: list[str | None]) -> str:
+                      aliases: list[str | None], created: str = "") -> str:
     """An override file for each aws provider block: run tags and, in a sandbox, the endpoints."""
-    tags = run_tags(group.name, run_id, expires_at)
+    tags = run_tags(group.name, run_id, expires_at, created)
     blocks = [
         "# Written by immutable-infra for run " + run_id + "; the group's own files stay untouched.",
     ]
@@ -245,6 +291,21 @@ def provider_override(group: Group, run_id: str, expires_at: str, settings: dict
         lines += ["    }", "  }", "}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def _state_ids(state: dict[str, Any]) -> list[str]:
+    """Every ``id`` and ``arn`` in a ``terraform show -json`` state, modules included."""
+    found: list[str] = []
+
+    def walk(module: dict[str, Any]) -> None:
+        for res in module.get("resources", []):
+            values = res.get("values") or {}
+            found.extend(str(values[k]) for k in ("id", "arn") if values.get(k))
+        for child in module.get("child_modules", []):
+            walk(child)
+
+    walk((state.get("values") or {}).get("root_module") or {})
+    return found
 
 
 def managed(addresses: list[str]) -> list[str]:
@@ -370,37 +431,123 @@ class Deployer:
         self.run.save()
         return problems
 
+    def _finish_hint(self) -> str:
+        return f"immutable-infra down --run-id {self.run.id}" + (
+            f" --aws-endpoint {self.run.endpoint}" if self.run.endpoint else " --real-aws")
+
     def _destroy_group(self, name: str) -> str:
+        """Terraform's destroy, then the group's tag inventory: what is still tagged with it is deleted."""
         rec = self.run.record(name)
         ws = self.run.workspace(name)
-        if not (ws / ".terraform").exists() and not (ws / "terraform.tfstate").exists():
-            rec.status, rec.teardown = "destroyed", "nothing applied"
-            self.run.save()
-            return ""
-        tf = self.terraform(name)
+        applied = (ws / ".terraform").exists() or (ws / "terraform.tfstate").exists()
         rec.status = "destroying"
         self.run.save()
-        self.say(f"[{name}] destroying")
-        try:
-            if not (ws / ".terraform").exists():
-                tf.init()
-            result = tf.destroy(progress=self._progress(name))
-        except TerraformError as exc:
+        error: TerraformError | None = None
+        result = None
+        if applied:
+            tf = self.terraform(name)
+            self.say(f"[{name}] destroying")
+            try:
+                if not (ws / ".terraform").exists():
+                    tf.init()
+                self._sweep_strays(name, tf)
+                result = tf.destroy(progress=self._progress(name))
+            except TerraformError as exc:
+                error = exc
+        deleted, problems = self.sweep(name)
+        if deleted:
+            self.say(f"[{name}] deleted {len(deleted)} resource(s) outside Terraform (still tagged with run "
+                     f"{self.run.id}): " + ", ".join(deleted))
+        if result is not None:
+            rec.timings["destroy"] = round(result.seconds, 2)
+            rec.destroy_resource_seconds = {t.address: t.seconds for t in result.timings}
+        if problems:
             rec.status = "destroy-failed"
-            rec.teardown = f"failed: {exc}"
+            rec.teardown = "failed: " + "; ".join(problems) + (f"; {error}" if error else "")
             self.run.save()
-            return (
-                f"[{name}] destroy failed; the state is kept in {ws}. Finish with: "
-                f"immutable-infra down --run-id {self.run.id}"
-                + (f" --aws-endpoint {self.run.endpoint}" if self.run.endpoint else "")
-                + f"\n{exc}"
-            )
-        rec.timings["destroy"] = round(result.seconds, 2)
-        rec.destroy_resource_seconds = {t.address: t.seconds for t in result.timings}
-        rec.status, rec.teardown = "destroyed", "destroyed"
+            return (f"[{name}] not everything tagged with run {self.run.id} could be deleted:\n  "
+                    + "\n  ".join(problems) + f"\nThe state is kept in {ws}. Finish with: {self._finish_hint()}"
+                    + (f"\n{error}" if error else ""))
+        # The tags are the truth: nothing tagged with the group is left, whatever Terraform said.
+        rec.status = "destroyed"
+        rec.teardown = "destroyed" if applied else "nothing applied"
+        if error is not None:
+            rec.teardown = f"destroyed by the reaper after Terraform failed: {error}".splitlines()[0]
         self.run.save()
-        self.say(f"[{name}] destroyed in {result.seconds:.0f} s")
+        if applied:
+            took = f" in {result.seconds:.0f} s" if result is not None else ""
+            self.say(f"[{name}] destroyed{took}; nothing tagged with it remains")
         return ""
+
+    # -- the tag inventory: proof that nothing is left -------------------------------
+
+    def _reaper(self, regions: list[str]) -> Reaper:
+        delays = ENDPOINT_RETRY_DELAYS if self.sandbox.endpoint else AWS_RETRY_DELAYS
+        return Reaper(self._clients, regions, say=lambda line: None, retry_delays=delays)
+
+    @property
+    def _clients(self):
+        if getattr(self, "_client_cache", None) is None:
+            self._client_cache = cached_clients(self.sandbox.client)
+        return self._client_cache
+
+    def _regions(self, name: str | None = None) -> list[str]:
+        if name is None:
+            return self.run.regions(self.catalog)
+        found = [self.run.groups[name].region] if name in self.run.groups else []
+        try:
+            found.append(self.catalog.get(name).region)
+        except CatalogError:
+            pass
+        return list(dict.fromkeys(r for r in found if r))
+
+    def inventory(self, name: str | None = None) -> Inventory:
+        """What is tagged with the run (and with group ``name``) now."""
+        return take(self._clients, self._regions(name), self.run.id, name)
+
+    def sweep(self, name: str | None = None, kinds: tuple[str, ...] | None = None,
+              keep_ids: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+        """Delete what is still tagged with the run (and group); return (what was deleted, what could not be)."""
+        regions = self._regions(name)
+        who = f"group {name} of run {self.run.id}" if name else f"run {self.run.id}"
+        if not regions:
+            return [], []
+        inv = self.inventory(name)
+        problems = [f"inventory of {who} incomplete, {e}" for e in inv.errors]
+        todo = [r for r in inv.resources if (kinds is None or r.kind in kinds) and r.id not in keep_ids]
+        if not todo:
+            return [], problems
+        out = self._reaper(regions).reap(Inventory(todo))
+        deleted = [str(r) for r in out.deleted]
+        with self.run._lock:
+            self.run.outside_terraform += deleted
+        problems += out.problems()
+        return deleted, problems
+
+    def _sweep_strays(self, name: str, tf: Terraform) -> None:
+        """Before the destroy: instances, NAT gateways and load balancers tagged with the group but missing from
+        its state (an apply killed before it wrote them) would hold subnets and groups that Terraform deletes."""
+        try:
+            ids = frozenset(_state_ids(tf.state()))
+        except TerraformError:
+            return
+        deleted, _ = self.sweep(name, kinds=("instance", "nat_gateway", "elb", "lb"), keep_ids=ids)
+        if deleted:
+            self.say(f"[{name}] deleted {len(deleted)} resource(s) its state did not hold: " + ", ".join(deleted))
+
+    def teardown(self, names: list[str] | None = None) -> list[str]:
+        """Destroy these groups (all by default); when none of the run is left, prove it from the run's tags."""
+        with signals.teardown(self._finish_hint()):
+            problems = self.down(names)
+            if not self.run.live():
+                _, left = self.sweep()
+                self.run.leftovers = left
+                if left:
+                    problems.append(
+                        f"run {self.run.id}: still tagged with it after the teardown:\n  " + "\n  ".join(left)
+                        + f"\nFinish with: {self._finish_hint()}")
+                self.run.save()
+        return problems
 
     # -- scheduling --------------------------------------------------------------
 
