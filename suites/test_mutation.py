@@ -2,10 +2,10 @@
 
 import pytest
 
-from immutable_infra import verify
 from immutable_infra.checks.mutation import DEFAULT_IMMUTABLE_TYPES, find_mutations, find_replacements
 from immutable_infra.findings import format_findings
 from immutable_infra.plan import Plan
+from immutable_infra.plugin import cannot_check
 
 
 def _settings(applied_group):
@@ -14,11 +14,23 @@ def _settings(applied_group):
     return types, tuple(cfg.get("metadata_attributes", ()))
 
 
-@pytest.mark.infra_destructive
-def test_merge_gate_changes_nothing_in_place(applied_group, infra, infra_report):
+@pytest.fixture
+def merge_gate_plan(applied_group, infra):
     if not infra.settings.base_ref:
         pytest.skip("the merge gate needs --base-ref REF (the revision to compare the working tree with)")
-    plan = Plan.from_json(infra.plan_working_tree(applied_group.name))
+    with cannot_check(infra, f"merge gate of {applied_group.name}"):
+        return Plan.from_json(infra.plan_working_tree(applied_group.name))
+
+
+@pytest.fixture
+def fingerprint(infra_verify):
+    return infra_verify("mutation")  # skipped for a group without instances
+
+
+@pytest.mark.infra_destructive
+@pytest.mark.infra_check("mutation")
+def test_merge_gate_changes_nothing_in_place(applied_group, infra, merge_gate_plan, infra_report):
+    plan = merge_gate_plan
     types, metadata = _settings(applied_group)
     findings = find_mutations(plan, applied_group.name, types, metadata)
     replacements = find_replacements(plan)
@@ -32,9 +44,9 @@ def test_merge_gate_changes_nothing_in_place(applied_group, infra, infra_report)
     )
 
 
-def test_live_instances_match_their_fingerprint(applied_group, infra, infra_report):
-    recorded = applied_group.record.fingerprints
-    assert recorded or not applied_group.config.roles, f"{applied_group.name}: no instance fingerprint was recorded at apply"
-    result = verify.mutation(infra, applied_group.name)
-    infra_report.findings(applied_group.name, "mutation", result.findings)
-    assert not result.findings, f"{applied_group.name}: instances changed in place since apply:\n" + format_findings(result.findings)
+@pytest.mark.infra_check("mutation")
+def test_live_instances_match_their_fingerprint(applied_group, fingerprint, infra_report):
+    assert applied_group.record.fingerprints, f"{applied_group.name}: no instance fingerprint was recorded at apply"
+    infra_report.findings(applied_group.name, "mutation", fingerprint.findings)
+    assert not fingerprint.findings, (
+        f"{applied_group.name}: instances changed in place since apply:\n" + format_findings(fingerprint.findings))

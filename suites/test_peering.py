@@ -6,11 +6,22 @@ from immutable_infra import verify
 from immutable_infra.checks.reachability import analyze_all, find_flow_violations, find_peering_problems, reachability_matrix
 from immutable_infra.findings import format_findings
 from immutable_infra.live import declared_flows
+from immutable_infra.plugin import cannot_check
+
+pytestmark = pytest.mark.infra_check("reachability")
 
 
 @pytest.fixture
 def run_snapshot(infra, applied_group):
-    return verify.run_snapshot(infra)
+    """One describe snapshot of every applied group; skipped for a group without a VPC of its own."""
+    with cannot_check(infra, f"reachability of {applied_group.name}"):
+        try:
+            vpcs = verify.needs_vpc(infra, applied_group.name, "reachability")
+        except verify.NotApplicable as exc:
+            pytest.skip(str(exc))
+        snapshot = verify.run_snapshot(infra)
+    snapshot["group_vpcs"] = vpcs
+    return snapshot
 
 
 def _flows(infra, applied_group, kind):
@@ -36,7 +47,15 @@ def test_isolated_pairs_cannot_reach(applied_group, infra, run_snapshot, infra_r
     assert not findings, f"{applied_group.name}: pairs that must be isolated can reach each other:\n" + format_findings(findings)
 
 
-def test_peerings_active_and_cidrs_disjoint(applied_group, run_snapshot, infra_report):
-    findings = find_peering_problems(run_snapshot, run_snapshot["addresses"], applied_group.name)
-    infra_report.findings(applied_group.name, "reachability", findings)
-    assert not findings, f"{applied_group.name}: peering problems:\n" + format_findings(findings)
+def test_peerings_active_and_cidrs_disjoint(applied_group, infra, run_snapshot, infra_report):
+    name = applied_group.name
+    peerings = verify.group_peerings(run_snapshot, run_snapshot["group_vpcs"])
+    if not peerings:
+        applied_peers = sorted(set(applied_group.config.peers) & verify.applied_groups(infra))
+        assert not applied_peers, (
+            f"{name}: its group.toml names peers {', '.join(applied_peers)}, applied in this run, "
+            f"but no peering connection touches its VPCs {', '.join(run_snapshot['group_vpcs'])}")
+        pytest.skip(f"no VPC peering connection touches {name}'s VPCs (peers applied in this run: none)")
+    findings = find_peering_problems(run_snapshot, run_snapshot["addresses"], name)
+    infra_report.findings(name, "reachability", findings)
+    assert not findings, f"{name}: peering problems ({len(peerings)} checked):\n" + format_findings(findings)

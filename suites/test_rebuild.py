@@ -6,7 +6,7 @@ from immutable_infra.findings import format_findings
 from immutable_infra.history import check_regression, explain_regression, read_history
 from immutable_infra.rebuild import RebuildTiming, check_budget, compare_rebuild, slowest
 
-pytestmark = pytest.mark.infra_destructive
+pytestmark = [pytest.mark.infra_destructive, pytest.mark.infra_check("rebuild")]
 
 
 def test_rebuilt_group_equals_the_original(rebuilt_group, infra_report):

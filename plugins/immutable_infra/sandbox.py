@@ -11,6 +11,7 @@ used with ``endpoint=None`` (or the given URL) and no server is started.
 from __future__ import annotations
 
 import importlib.resources
+import json
 import logging
 import os
 import shutil
@@ -113,18 +114,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+#: Path where the product's patched moto server identifies itself (JSON: product and the compatibility fixes).
+MARKER_PATH = "/immutable-infra/sandbox"
+
+#: Short timeouts and bounded retries for a sandbox's clients: a dead endpoint is seen in seconds, not minutes.
+SANDBOX_CONNECT_TIMEOUT = 3
+SANDBOX_READ_TIMEOUT = 30
+SANDBOX_MAX_ATTEMPTS = 2
+#: The provider's own retries against a sandbox (its default, 25, took 43 s to give up on a dead endpoint).
+SANDBOX_PROVIDER_MAX_RETRIES = 3
+
+
+class EndpointGone(SandboxError):
+    """The session's AWS endpoint stopped answering: every later check is an error, at once."""
+
+
 def check_endpoint(url: str, timeout: float = 5.0) -> None:
-    """Fail with a clear message when an endpoint does not answer."""
+    """Fail with a clear message when an endpoint does not answer, or is not the immutable-infra sandbox.
+
+    A plain ``moto_server`` (or any other server) answers with moto's known
+    differences from AWS (instance security groups read back empty, private
+    zones public): the suites would report them as findings, so it is refused.
+    """
+    marker = url.rstrip("/") + MARKER_PATH
     try:
-        urllib.request.urlopen(url, timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return  # it answered, with an HTTP status: it is there
+        with urllib.request.urlopen(marker, timeout=timeout) as response:
+            body = response.read(4096)
+    except urllib.error.HTTPError as exc:
+        raise SandboxError(
+            f"the AWS endpoint {url} is not the immutable-infra sandbox (it answered {exc.code} to {MARKER_PATH}; "
+            "a plain moto_server lacks the compatibility fixes, so moto's quirks would show as findings); "
+            "serve it with `immutable-infra sandbox --port P`, or drop --aws-endpoint to use the embedded sandbox"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SandboxError(
             f"the AWS endpoint {url} does not answer ({reason}); start it, "
             "or drop --aws-endpoint to use the embedded sandbox"
         ) from None
+    try:
+        product = json.loads(body).get("product")
+    except (ValueError, AttributeError):
+        product = None
+    if product != "immutable-infra":
+        raise SandboxError(
+            f"the AWS endpoint {url} is not the immutable-infra sandbox (no sandbox marker at {MARKER_PATH}); "
+            "serve it with `immutable-infra sandbox --port P`, or drop --aws-endpoint to use the embedded sandbox"
+        )
+
+
+def endpoint_alive(url: str, timeout: float = 2.0) -> str | None:
+    """None when the endpoint answers; otherwise why not (one short phrase)."""
+    try:
+        urllib.request.urlopen(url.rstrip("/") + MARKER_PATH, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+    return None
+
+
+def _with_marker(app: Any) -> Any:
+    """WSGI middleware: answer MARKER_PATH with who this server is; pass everything else to moto."""
+    from immutable_infra import compat
+
+    body = json.dumps({"product": "immutable-infra", "fixes": list(compat.FIXES)}).encode()
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == MARKER_PATH and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return app(environ, start_response)
+
+    return wsgi
 
 
 class MotoServer:
@@ -139,14 +201,12 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "MotoServer":
-        from moto.server import ThreadedMotoServer
-
         from immutable_infra import compat
 
         compat.apply()
         # One line per request would drown the progress lines.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = _marked_server_class()(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         return self
 
@@ -160,6 +220,23 @@ class MotoServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _marked_server_class() -> Any:
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class MarkedMotoServer(ThreadedMotoServer):
+        """moto's threaded server, with the sandbox marker in front (see MARKER_PATH)."""
+
+        def _server_entry(self) -> None:
+            app = _with_marker(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return MarkedMotoServer
 
 
 @dataclass
@@ -176,6 +253,8 @@ class Sandbox:
     offline: bool = True
     server: MotoServer | None = field(default=None, repr=False)
     cli_config: Path | None = None
+    #: Why the endpoint stopped answering, once seen (a latch: it never comes back within a session).
+    gone: str | None = None
 
     @classmethod
     def embedded(cls, cache_dir: Path | None = None) -> "Sandbox":
@@ -209,6 +288,19 @@ class Sandbox:
     def is_local(self) -> bool:
         return self.endpoint is not None
 
+    def ensure_reachable(self) -> None:
+        """Raise EndpointGone (one line) if the endpoint went away; once gone, at once and without asking again."""
+        if self.gone is None and self.is_local:
+            why = endpoint_alive(self.endpoint)  # type: ignore[arg-type]
+            if why is not None:
+                self.gone = why
+        if self.gone is not None:
+            raise EndpointGone(self.gone_message())
+
+    def gone_message(self) -> str:
+        return (f"the AWS endpoint {self.endpoint} went away mid-session ({self.gone}); "
+                "checks cannot run: restart the session (or the `immutable-infra sandbox` it points at)")
+
     def terraform_env(self) -> dict[str, str]:
         """Environment for a Terraform process working against this sandbox."""
         env = {
@@ -233,16 +325,20 @@ class Sandbox:
             "skip_metadata_api_check": True,
             "skip_requesting_account_id": True,
             "s3_force_path_style": True,
+            "max_retries": SANDBOX_PROVIDER_MAX_RETRIES,
             "endpoints": {svc: self.endpoint for svc in PROVIDER_ENDPOINT_SERVICES},
         }
 
     def client(self, service: str, region: str) -> Any:
         """A boto3 client bound to this sandbox's endpoint and the given region."""
         import boto3
+        from botocore.config import Config
 
         kwargs: dict[str, Any] = {"region_name": region}
         if self.is_local:
             kwargs.update(
+                config=Config(connect_timeout=SANDBOX_CONNECT_TIMEOUT, read_timeout=SANDBOX_READ_TIMEOUT,
+                              retries={"max_attempts": SANDBOX_MAX_ATTEMPTS, "mode": "standard"}),
                 endpoint_url=self.endpoint,
                 aws_access_key_id=SANDBOX_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 aws_secret_access_key=SANDBOX_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],

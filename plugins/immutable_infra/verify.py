@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from immutable_infra.harness import Harness
 
 
+class NotApplicable(Exception):
+    """The group lacks what a check needs: its test is skipped with this reason, never passed."""
+
+
+class ClaimNotMet(Exception):
+    """The group's config claims something its Terraform does not have: its test errors with this line."""
+
+
 @dataclass
 class Result:
     """Findings of one check, plus tables for the reports."""
@@ -86,9 +94,10 @@ def roles(h: "Harness", name: str) -> Result:
     live = describe(h, name)
     root = h.catalog.groups_dir.parent
     instances = live_instances(live)
+    subnets, groups = _placement(h, name, instances, live)
     findings = find_role_violations(
-        name, config.kind, config.roles, instances, live.get("subnets", []),
-        live.get("security_groups", []), load_roles(root / "roles.toml"), root / "playbooks",
+        name, config.kind, config.roles, instances, subnets, groups,
+        load_roles(root / "roles.toml"), root / "playbooks",
     )
     # A missing role instance is named by what the state says it was: its address and id.
     live_ids = {i["InstanceId"] for i in instances}
@@ -102,6 +111,28 @@ def roles(h: "Harness", name: str) -> Result:
                 findings[i] = replace(f, address=gone[0][0], aws_id=gone[0][1],
                                       found=f"{f.found}; gone: " + ", ".join(f"{a} ({iid})" for a, iid in gone))
     return Result("roles", findings)
+
+
+def _placement(h: "Harness", name: str, instances: list[dict[str, Any]],
+               live: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Subnets and security groups of the instances, read by id where the group's VPC snapshot lacks them.
+
+    An instance outside the VPCs the group was seen to own is still judged on
+    its real subnet and groups, never reported as "subnet not found" / "closed".
+    """
+    from immutable_infra.checks.mutation import instance_security_group_ids
+
+    subnets = list(live.get("subnets", []))
+    groups = list(live.get("security_groups", []))
+    want_subnets = sorted({i["SubnetId"] for i in instances if i.get("SubnetId")} - {s["SubnetId"] for s in subnets})
+    want_groups = sorted({g for i in instances for g in instance_security_group_ids(i)} - {g["GroupId"] for g in groups})
+    if want_subnets or want_groups:
+        ec2 = h.sandbox.client("ec2", h.run.groups[name].region)
+        if want_subnets:
+            subnets += ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": want_subnets}])["Subnets"]
+        if want_groups:
+            groups += ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": want_groups}])["SecurityGroups"]
+    return subnets, groups
 
 
 def mutation(h: "Harness", name: str) -> Result:
@@ -174,3 +205,84 @@ CHECKS: dict[str, Callable[["Harness", str], Result]] = {
 def verify_group(h: "Harness", name: str, checks: list[str] | None = None) -> dict[str, Result]:
     """Run the named checks (all by default) on one applied group."""
     return {c: CHECKS[c](h, name) for c in (checks or list(CHECKS))}
+
+
+# -- what each check needs -------------------------------------------------------------------------
+
+
+def state_instances(h: "Harness", name: str) -> list[Any]:
+    """The aws_instance resources of the group's state (modules, count and for_each included)."""
+    from immutable_infra.plan import state_resources
+
+    return [r for r in state_resources(h.deployer.terraform(name).state()) if r.type == "aws_instance"]
+
+
+def group_peerings(snapshot: dict[str, Any], vpcs: list[str]) -> list[str]:
+    """Ids of the peering connections (not deleted) that touch any of these VPCs."""
+    mine = set(vpcs)
+    found = []
+    for p in snapshot.get("peering_connections", []):
+        ends = {(p.get(side) or {}).get("VpcId") for side in ("RequesterVpcInfo", "AccepterVpcInfo")}
+        if ends & mine and (p.get("Status") or {}).get("Code") != "deleted":
+            found.append(p["VpcPeeringConnectionId"])
+    return sorted(found)
+
+
+def needs_vpc(h: "Harness", name: str, check: str) -> list[str]:
+    vpcs = vpc_ids(h, name)
+    if not vpcs:
+        raise NotApplicable(f"{check}: {name} has no VPC (no aws_vpc in its state, no vpc_id/vpc_ids output): "
+                            "nothing to look at")
+    return vpcs
+
+
+def needs(h: "Harness", name: str, check: str) -> None:
+    """Raise NotApplicable (skip with the reason) or ClaimNotMet (error) when the group cannot give ``check`` a verdict.
+
+    drift: always applicable. unmanaged, reachability: a VPC of the group.
+    roles: [roles] in group.toml or instances (and [roles] that declares
+    instances needs them in the state). mutation: instances. parity:
+    instances and image manifests.
+    """
+    config = h.catalog.get(name)
+    if check == "drift":
+        return
+    if check in ("unmanaged", "reachability"):
+        needs_vpc(h, name, check)
+        return
+    instances = state_instances(h, name) if check in ("roles", "mutation", "parity") else []
+    declared = {role: n for role, n in config.roles.items() if n}
+    if check == "roles":
+        if declared and not instances:
+            raise ClaimNotMet(
+                f"roles: {config.config_file} [roles] declares "
+                + ", ".join(f"{n} {role}" for role, n in sorted(declared.items()))
+                + f" but {name}'s state has no aws_instance; fix [roles] or the group's Terraform")
+        if not declared and not instances:
+            raise NotApplicable(f"roles: {name} declares no [roles] in its group.toml and has no aws_instance")
+        return
+    if check in ("mutation", "parity") and not instances:
+        if declared:
+            raise ClaimNotMet(f"{check}: {config.config_file} [roles] declares instances but {name}'s state "
+                              "has no aws_instance; fix [roles] or the group's Terraform")
+        raise NotApplicable(f"{check}: {name} has no aws_instance to check")
+    if check == "parity":
+        from immutable_infra.images import load_catalog
+
+        if not h.images_dir.is_dir() or not any(h.images_dir.iterdir()):
+            raise NotApplicable(f"parity: no image manifests in {h.images_dir} (Packer manifests of the images)")
+        load_catalog(h.images_dir)  # a broken manifest is a tool error, raised here
+        return
+
+
+def applicable(h: "Harness", name: str, checks: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Split checks into those the group can be given a verdict by, and the others with the reason."""
+    ok, not_here = [], {}
+    for check in checks:
+        try:
+            needs(h, name, check)
+        except (NotApplicable, ClaimNotMet) as exc:
+            not_here[check] = str(exc)
+        else:
+            ok.append(check)
+    return ok, not_here
