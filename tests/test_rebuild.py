@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from immutable_infra.findings import Finding
+from immutable_infra.plan import state_resources
 from immutable_infra.rebuild import (
     ACCOUNT,
     ARN,
@@ -29,6 +30,7 @@ from immutable_infra.rebuild import (
     compare_rebuild,
     compare_verdicts,
     describe_shape,
+    normalize_generated_name,
     normalize_state,
     normalize_value,
     slowest,
@@ -88,6 +90,11 @@ def resource(state: dict, address: str) -> dict:
         ("prd-sg-web-1234567890.ap-southeast-1.elb.amazonaws.com", DNS),
         ("internal-ops-cn-elb-42.cn-north-1.elb.amazonaws.com.cn", DNS),
         ("ip-10-20-1-4.ap-southeast-1.compute.internal", DNS),
+        # names Terraform generates: name_prefix + unique suffix, timestamps inside a name
+        ("realworld-web-20261203140402957600000002", "realworld-web-<generated>"),
+        ("terraform-20261203140529150300000001", "terraform-<generated>"),
+        ("backup-2026-12-03T14:05:12Z", "backup-<time>"),
+        ("nightly-20261203140512-dump", "nightly-<time>-dump"),
         # inputs and declared values stay
         ("ami-506c14c99c730376a", "ami-506c14c99c730376a"),
         ("10.20.1.0/24", "10.20.1.0/24"),
@@ -353,3 +360,39 @@ def test_over_budget_names_the_slowest_resources():
 def test_over_budget_without_resource_times():
     [finding] = check_budget("g", RebuildTiming(10, 20, 30), 25)
     assert finding.found == "rebuild 30 s > budget 25 s"
+
+
+# ---------------------------------------------------------------- generated names (recorded: tests/groups/realworld)
+
+
+def test_recorded_realworld_rebuild_differs_only_in_names_terraform_generates():
+    before, after = load("realworld-original"), load("realworld-rebuilt")
+    # raw, the two security groups named from name_prefix differ (a new unique suffix at every create) ...
+    raw = {r.address: r.values["name"] for r in state_resources(before)
+           if r.type == "aws_security_group"}
+    new = {r.address: r.values["name"] for r in state_resources(after)
+           if r.type == "aws_security_group"}
+    assert set(raw) == set(new) == {'aws_security_group.role["app"]', 'aws_security_group.role["web"]'}
+    assert all(raw[a] != new[a] and raw[a].startswith(f"realworld-{a[-5:-2]}-") for a in raw)
+    # ... and normalised, the rebuild equals the original
+    assert compare_rebuild("realworld", before, after) == []
+
+
+def test_a_changed_name_prefix_is_still_a_difference():
+    before, after = load("realworld-original"), copy.deepcopy(load("realworld-rebuilt"))
+    for module in [after["values"]["root_module"]]:
+        for r in module["resources"]:
+            if r["address"] == 'aws_security_group.role["web"]':
+                r["values"]["name"] = r["values"]["name"].replace("realworld-web-", "realworld-www-")
+                r["values"]["name_prefix"] = "realworld-www-"
+    findings = compare_rebuild("realworld", before, after)
+    assert sorted(f.expected for f in findings) == [
+        "name = realworld-web-<generated>", "name_prefix = realworld-web-"]
+    assert sorted(f.found for f in findings) == ["name = realworld-www-<generated>", "name_prefix = realworld-www-"]
+
+
+def test_generated_name_needs_the_whole_suffix():
+    # 26 characters: 18-digit UTC time to 0.1 ms and an 8-hex-digit counter; shorter numbers are kept
+    assert normalize_generated_name("web-2026120314040295760000000") == "web-2026120314040295760000000"
+    assert normalize_generated_name("build-12345678901234567890") == "build-12345678901234567890"
+    assert normalize_generated_name("v2-20261301") == "v2-20261301"

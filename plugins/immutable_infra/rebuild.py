@@ -6,7 +6,8 @@ disk.
 
 - parity of the rebuild: :func:`normalize_state` replaces what AWS generates
   anew on every create (ids, ARNs, addresses, DNS names, times, account ids)
-  by placeholders, so that :func:`compare_rebuild` can require the rebuilt
+  and what Terraform generates (names from ``name_prefix`` or
+  ``resource.UniqueId``, timestamps inside names) by placeholders, so that :func:`compare_rebuild` can require the rebuilt
   group to equal the original resource by resource, attribute by attribute,
   with outputs of the same shape and the same flow verdicts.
 - budget: :func:`check_budget` compares a :class:`RebuildTiming` with the
@@ -38,6 +39,7 @@ IP = "<ip>"
 TIME = "<time>"
 DNS = "<dns>"
 ACCOUNT = "<account>"
+GENERATED = "<generated>"
 
 #: Attributes whose value AWS generates on every create, and their placeholder.
 GENERATED_ATTRIBUTES: dict[str, str] = {
@@ -71,6 +73,14 @@ _ZONE_ID = re.compile(r"^(?:/hostedzone/)?Z[A-Z0-9]{8,32}$")
 _ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 _AWS_DNS = re.compile(r"^[A-Za-z0-9.-]+\.(?:amazonaws\.com(?:\.cn)?|compute\.internal|ec2\.internal)\.?$")
+#: Terraform's unique suffix (``name_prefix``, ``resource.PrefixedUniqueId``): a UTC timestamp to the
+#: 0.1 ms (yyyymmddhhmmss + 4 digits) and an 8-hex-digit counter, e.g. ``web-20261203140512345600000001``.
+_UNIQUE_SUFFIX = re.compile(r"(?<![0-9])20\d{16}[0-9a-f]{8}$")
+#: Timestamps written into names: ISO 8601 (``2026-12-03T14:05:12Z``) or compact (``20261203140512``).
+_TIME_IN_TEXT = re.compile(
+    r"(?<![0-9])(?:\d{4}-\d{2}-\d{2}[T_ ]?\d{2}[:-]?\d{2}(?:[:-]?\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+    r"|20\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?:[01]\d|2[0-3])[0-5]\d[0-5]\d)(?![0-9])"
+)
 
 
 def normalize_value(value: Any) -> Any:
@@ -97,8 +107,18 @@ def normalize_value(value: Any) -> Any:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        return value
+        return normalize_generated_name(value)
     return IP
+
+
+def normalize_generated_name(value: str) -> str:
+    """A name with what Terraform generates in it replaced: the ``name_prefix`` unique suffix, timestamps.
+
+    ``web-20261203140512345600000001`` -> ``web-<generated>``;
+    ``backup-2026-12-03T14:05:12Z`` -> ``backup-<time>``. Other text stays.
+    """
+    value = _UNIQUE_SUFFIX.sub(GENERATED, value)
+    return _TIME_IN_TEXT.sub(TIME, value)
 
 
 def normalize_attribute(key: str, value: Any) -> Any:
