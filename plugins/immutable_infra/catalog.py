@@ -7,7 +7,6 @@ to ``"<other group>.<output>"``; those references make the dependency graph.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -88,13 +87,7 @@ def load_group(path: Path) -> Group:
     if not config.is_file():
         raise CatalogError(f"group {name}: {config} is missing; every group folder needs a {CONFIG_FILE} (kind, region, vpc_cidr)")
     try:
-        raw = tomllib.loads(config.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogError(f"group {name}: {config} is not valid TOML ({exc}); fix the syntax") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"group {name}: cannot read {config} ({exc})") from None
-    try:
-        spec = config_mod.validate(GroupConfig, raw, config, group=name)
+        spec, raw = config_mod.load_group_config(config, name)
     except ConfigError as exc:
         text = str(exc)
         raise CatalogError(text if text.startswith(f"group {name}") else f"group {name}: {text}") from None

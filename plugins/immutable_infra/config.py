@@ -317,7 +317,7 @@ def read_toml(path: Path, what: str, fix: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax there") from None
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix the syntax") from None
 
 
 def validate(model: type[_Model], data: dict[str, Any], path: Path | str, **context: Any) -> Any:
@@ -425,9 +425,10 @@ def _field_at(model: Any, loc: list[Any]) -> str:
     return ""
 
 
-def load_group_config(path: Path, name: str) -> GroupConfig:
+def load_group_config(path: Path, name: str) -> tuple[GroupConfig, dict[str, Any]]:
+    """A group's config, validated, and the TOML as read."""
     data = read_toml(path, GROUP_FILE, f"every group folder needs a {GROUP_FILE} (kind, region, vpc_cidr)")
-    return validate(GroupConfig, data, path, group=name)
+    return validate(GroupConfig, data, path, group=name), data
 
 
 def load_roles_config(path: Path) -> RolesConfig:
