@@ -336,3 +336,22 @@ def test_cross_group_problems_are_catalog_errors(groups_copy):
         Catalog(groups_copy).validate()
     edit(groups_copy / "tiny-app" / "group.toml", 'description =', 'peers = ["tiny"]\ndescription =')
     Catalog(groups_copy).validate()  # mutual now: valid
+
+
+def test_readme_documents_every_contract_key():
+    """The README tables (key, type, default, meaning) name every key the schema accepts."""
+    from pydantic import BaseModel
+
+    from immutable_infra.config import GroupConfig, RoleConfig
+
+    readme = (ROOT / "README.md").read_text()
+    missing = []
+    for name, field in GroupConfig.model_fields.items():
+        sub = field.annotation
+        sub = next((a for a in getattr(sub, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)), sub)
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            missing += [f"[{name}] {key}" for key in sub.model_fields if f"`[{name}] {key}`" not in readme]
+        elif not any(f"| `{form}`" in readme for form in (name, f"[{name}]", f"[[{name}]]")):
+            missing.append(name)
+    missing += [f"roles.toml {key}" for key in RoleConfig.model_fields if f"`{key}`" not in readme]
+    assert not missing, f"README lacks the contract keys {missing}"

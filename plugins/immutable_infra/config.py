@@ -33,7 +33,6 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 INPUT_REF = re.compile(r"^(?P<group>[a-z0-9][a-z0-9-]*)\.(?P<output>[A-Za-z_][A-Za-z0-9_]*)$")
 REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 RESOURCE_TYPE = re.compile(r"^[a-z][a-z0-9_]*$")
-BUILDERS = ("amazon-ebs", "vagrant")
 
 
 class ConfigError(ToolError):
@@ -362,7 +361,7 @@ def explain(model: type[BaseModel], error: Mapping[str, Any]) -> str:
             + (f" ({key}: {meaning})" if meaning else ""))
 
 
-def _where(model: Any, loc: list[Any]) -> str:
+def _where(model: Any, loc: tuple[Any, ...]) -> str:
     """A TOML location for people: ``[[flows]] entry 2 port``, ``[chaos] faults``, ``[roles.ci] tier``."""
     if model is RolesConfig and len(loc) >= 2 and loc[0] == "roles":
         return " ".join([f"[roles.{loc[1]}]", *map(str, loc[2:])])
@@ -397,7 +396,7 @@ def _unwrap(tp: Any, part: Any) -> Any:
     return None
 
 
-def _model_at(model: Any, loc: list[Any]) -> Any:
+def _model_at(model: Any, loc: tuple[Any, ...]) -> Any:
     tp = model
     for part in loc:
         tp = _unwrap(tp, part)
@@ -409,14 +408,14 @@ def _model_at(model: Any, loc: list[Any]) -> Any:
     return tp
 
 
-def _keys_at(model: Any, loc: list[Any]) -> list[str]:
+def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
     tp = _model_at(model, loc)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return [f.alias or name for name, f in tp.model_fields.items()]
     return []
 
 
-def _field_at(model: Any, loc: list[Any]) -> str:
+def _field_at(model: Any, loc: tuple[Any, ...]) -> str:
     parent = _model_at(model, loc[:-1]) if loc else None
     if isinstance(parent, type) and issubclass(parent, BaseModel):
         f = parent.model_fields.get(str(loc[-1]))
