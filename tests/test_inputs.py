@@ -105,6 +105,9 @@ GROUP_TOML = "groups/tiny-app/group.toml"
     ('[inputs]', '[roles]\nmicroservise = 1\n[inputs]', ["[roles] microservise", "roles.toml",
                                                           "did you mean 'microservice'?"]),
     ('kind = "application"', 'kind = "app"', ["kind = 'app'", "ops-center, application"]),
+    ('ops_vpc_id = "tiny.vpc_id"', 'ops_vpc_id = "tiny.vpc_idd"', ["input ops_vpc_id", "no output 'vpc_idd'"]),
+    ('ops_vpc_id = "tiny.vpc_id"', 'ops_vpc_idd = "tiny.vpc_id"', ["input ops_vpc_idd names no variable",
+                                                                  "ops_vpc_id"]),
 ])
 def test_bad_group_config_is_one_line_before_anything(project, tmp_path, old, new, words):
     edit(project.path / GROUP_TOML, old, new)

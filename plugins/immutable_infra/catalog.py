@@ -7,6 +7,8 @@ to ``"<other group>.<output>"``; those references make the dependency graph.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -110,6 +112,22 @@ def load_group(path: Path) -> Group:
     )
 
 
+_BLOCK = re.compile(r'^[ \t]*(variable|output)[ \t]+"([^"]+)"', re.MULTILINE)
+
+
+def declared(path: Path, kind: str) -> set[str]:
+    """Names of the root ``variable`` or ``output`` blocks of a folder of Terraform (``*.tf`` and ``*.tf.json``)."""
+    names = set()
+    for tf in path.glob("*.tf"):
+        names |= {m[2] for m in _BLOCK.finditer(tf.read_text(encoding="utf-8", errors="replace")) if m[1] == kind}
+    for tf in path.glob("*.tf.json"):
+        try:
+            names |= set((json.loads(tf.read_text(encoding="utf-8")) or {}).get(kind) or {})
+        except (ValueError, AttributeError):
+            continue  # Terraform itself reports a broken .tf.json, with its line
+    return names
+
+
 class Catalog:
     """All groups of a groups folder."""
 
@@ -169,6 +187,24 @@ class Catalog:
                                      {name: r.spec for name, r in roles.items()}, self.roles_file)
         except ConfigError as exc:
             raise CatalogError(str(exc)) from None
+        by_name = {g.name: g for g in groups}
+        for g in groups:  # [inputs] against the Terraform: a typo here would only show after an apply, or never
+            variables = declared(g.path, "variable")
+            for item in g.inputs:
+                if item.variable not in variables:
+                    raise CatalogError(
+                        f"group {g.name}: {g.config_file}: input {item.variable} names no variable of {g.path}/*.tf "
+                        f"(it declares: {', '.join(sorted(variables)) or 'none'}); add variable \"{item.variable}\" "
+                        "there or fix the name"
+                    )
+                producer = by_name[item.group]
+                outputs = declared(producer.path, "output")
+                if item.output not in outputs:
+                    raise CatalogError(
+                        f"group {g.name}: {g.config_file}: input {item.variable} = \"{item.group}.{item.output}\", "
+                        f"but {producer.path}/*.tf has no output {item.output!r} "
+                        f"(it has: {', '.join(sorted(outputs)) or 'none'})"
+                    )
         return groups
 
     def get(self, name: str) -> Group:
