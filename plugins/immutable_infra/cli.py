@@ -53,7 +53,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     if os.environ.get("IMMUTABLE_INFRA_HOME"):
         s.sources["home"] = "IMMUTABLE_INFRA_HOME"
-    problems = usage_problems(s) + path_problems(s)
+    problems = usage_problems(s) + path_problems(s, reports=False)
     if problems:
         raise SettingsError(problems[0])
     harness = Harness(s, say=_say)

@@ -209,14 +209,17 @@ def _writable_dir_problem(path: Path, setting: str, what: str) -> str | None:
     return None
 
 
-def path_problems(s: Settings) -> list[str]:
-    """Folders and programs named by the settings that cannot be used, each with its fix."""
+def path_problems(s: Settings, reports: bool = True) -> list[str]:
+    """Folders and programs named by the settings that cannot be used, each with its fix.
+
+    ``reports=False`` leaves the reports folder out (the ``immutable-infra`` command writes no reports).
+    """
     import shutil
 
     problems = []
-    reports = _writable_dir_problem(s.reports_dir, s.source("reports_dir"), "reports are written there")
-    if reports:
-        problems.append(reports)
+    unusable = _writable_dir_problem(s.reports_dir, s.source("reports_dir"), "reports are written there")
+    if reports and unusable:
+        problems.append(unusable)
     if not s.audit or s.home.exists():
         home = _writable_dir_problem(s.home, s.sources.get("home", "the runs folder"),
                                      "runs and their Terraform states live there")
