@@ -296,12 +296,15 @@ def infra_verify(infra: Harness, applied_group: AppliedGroup) -> Any:
         if check not in verify.CHECKS:
             pytest.fail(f"unknown check {check!r}; checks are {', '.join(verify.CHECKS)}", pytrace=False)
         with cannot_check(infra, f"{check} on {applied_group.name}"):
+            claim = None
             try:
                 verify.needs(infra, applied_group.name, check)
             except verify.NotApplicable as exc:
                 pytest.skip(str(exc))
             except verify.ClaimNotMet as exc:
-                pytest.fail(str(exc), pytrace=False)
+                claim = str(exc)
+            if claim is not None:
+                raise pytest.fail.Exception(claim, pytrace=False) from None
             return verify.CHECKS[check](infra, applied_group.name)
 
     return run
