@@ -19,12 +19,15 @@ def tagged_instances(applied_group, infra, infra_ec2):
     """The group's live instances tagged with this run; skipped for a group with no instance and no [roles]."""
     name = applied_group.name
     with cannot_check(infra, f"instance tags of {name}"):
+        claim = None
         try:
             verify.needs(infra, name, "mutation")  # instances in the state (or none and none declared)
         except verify.NotApplicable:
             pytest.skip(f"tags: {name} has no aws_instance and declares no [roles]")
         except verify.ClaimNotMet as exc:
-            pytest.fail(str(exc).replace("mutation: ", "tags: ", 1), pytrace=False)
+            claim = str(exc).replace("mutation: ", "tags: ", 1)
+        if claim is not None:
+            raise pytest.fail.Exception(claim, pytrace=False) from None
         reservations = infra_ec2.describe_instances(
             Filters=[{"Name": "tag:Run", "Values": [applied_group.run.id]}, {"Name": "tag:Group", "Values": [name]}]
         )["Reservations"]
