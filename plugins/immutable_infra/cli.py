@@ -41,6 +41,7 @@ def _settings(args: argparse.Namespace, groups: list[str], run_id: str | None) -
         keep=True,
         terraform=args.terraform or os.environ.get(env_name("terraform")) or None,
         parallelism=args.parallelism,
+        ttl_hours=_duration(getattr(args, "ttl", None) or os.environ.get(env_name("ttl")), "--ttl"),
         home=default_home(),
     )
 
@@ -78,8 +79,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    """Terraform's destroy of each group, then the run's tag inventory: what is still tagged with it is deleted.
+
+    Exits 0 only when nothing tagged with the run remains (the run then leaves the store); otherwise 1, naming
+    each resource left. ``--forget`` drops a run whose endpoint is gone for good, saying what may remain.
+    """
     home = default_home()
     run = Run.load(home, args.run_id)
+    if args.forget:
+        return _forget(run)
     endpoint = args.aws_endpoint or run.endpoint
     s = _settings(args, [], run.id)
     s.aws_endpoint = endpoint
@@ -87,15 +95,130 @@ def cmd_down(args: argparse.Namespace) -> int:
     s.groups_dir = Path(run.groups_dir)
     harness = Harness(s, say=_say)
     harness._run = run
-    harness.applied_here = [n for n in run.order if run.groups[n].status != "destroyed"]
-    problems = harness.teardown(keep=False)
+    try:
+        harness.sandbox  # the endpoint answers, or one line saying it does not
+    except SandboxError as exc:
+        raise SandboxError(f"{exc}; if it is gone for good, drop the run with: "
+                           f"immutable-infra down --run-id {run.id} --forget") from None
+    before = len(run.outside_terraform)
+    problems = harness.deployer.teardown(run.live())
+    outside = run.outside_terraform[before:]
+    if outside:
+        _say(f"deleted outside Terraform ({len(outside)}; tagged Run={run.id} but in no state):")
+        for line in outside:
+            _say(f"  {line}")
     for p in problems:
         _say(p)
+    regions = ", ".join(harness.deployer._regions()) or "no region"
     if problems:
+        _say(f"run {run.id} is NOT destroyed: what is named above is still there; it stays in `immutable-infra runs`")
         return 1
-    run.keep = False
-    run.save()
-    _say(f"run {run.id} destroyed")
+    run.forget()
+    _say(f"run {run.id} destroyed: nothing tagged Run={run.id} remains ({regions}); removed from the run store")
+    return 0
+
+
+def _forget(run: Run) -> int:
+    """Drop a run from the store without touching AWS, after saying what may remain."""
+    where = run.endpoint or "real AWS"
+    live = run.live()
+    if live or run.leftovers:
+        _say(f"forgetting run {run.id} without touching {where}; what may remain there (tagged Run={run.id}):")
+        for name in live:
+            rec = run.groups[name]
+            _say(f"  group {name} ({rec.region or '?'}, {rec.status}): {len(rec.resources)} resource(s) in its state"
+                 + (", more if its apply was cut short" if rec.status in ("applying", "failed") else ""))
+        for line in run.leftovers:
+            _say(f"  {line}")
+        _say(f"if that endpoint comes back: immutable-infra reap --run-id {run.id}"
+             + (f" --aws-endpoint {run.endpoint}" if run.endpoint else " --real-aws"))
+    run.forget()
+    _say(f"run {run.id} removed from the run store")
+    return 0
+
+
+def _answers(url: str | None) -> bool:
+    """Whether an endpoint answers at all (any HTTP status counts). Real AWS (None) is assumed to."""
+    if not url:
+        return True
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=3).close()
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def _duration(value: str | None, setting: str) -> float:
+    from immutable_infra.ephemeral import parse_ttl
+
+    try:
+        return parse_ttl(value, setting)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    """Delete the runs whose ExpiresAt has passed (or one run, or runs older than a duration), from the tags alone."""
+    from immutable_infra.catalog import Catalog
+    from immutable_infra.reaper import AWS_RETRY_DELAYS, ENDPOINT_RETRY_DELAYS, reap_runs
+    from immutable_infra.sandbox import Sandbox
+
+    endpoint = args.aws_endpoint or os.environ.get(env_name("aws_endpoint")) or None
+    if not endpoint and not args.real_aws:
+        raise SandboxError("reap needs the endpoint to clean: --aws-endpoint URL, or --real-aws")
+    if args.run_id and args.older_than:
+        raise SettingsError("--run-id and --older-than exclude each other; drop one")
+    older = _duration(args.older_than, "--older-than") if args.older_than else None
+    regions = list(args.region or [])
+    if not regions:
+        groups_dir = Path(args.groups_dir or os.environ.get(env_name("groups_dir")) or "fixtures/groups")
+        catalog = Catalog(groups_dir.resolve())
+        for name in catalog.names():
+            try:
+                regions.append(catalog.get(name).region)
+            except ToolError:
+                continue
+        for run in Run.all(default_home()):
+            regions += run.regions()
+        regions = list(dict.fromkeys(r for r in regions if r))
+    if not regions:
+        raise SettingsError(f"no region to look in: name one with --region, or point --groups-dir at the groups "
+                            f"(none found in {args.groups_dir or 'fixtures/groups'})")
+    sandbox = Sandbox.remote(endpoint)
+    delays = ENDPOINT_RETRY_DELAYS if endpoint else AWS_RETRY_DELAYS
+    chosen, found, outcome = reap_runs(sandbox.client, regions, args.run_id, older, args.dry_run,
+                                       say=lambda line: print(line, flush=True), retry_delays=delays)
+    for error in found.errors:
+        _say(f"could not list {error}")
+    where = f"{endpoint or 'real AWS'} ({', '.join(regions)})"
+    if not chosen:
+        what = f"run {args.run_id}" if args.run_id else (f"run older than {args.older_than}" if older else "expired run")
+        _say(f"nothing to reap: no {what} has resources tagged Run and ExpiresAt on {where}")
+        return 1 if found.errors else 0
+    for run_id, why in chosen.items():
+        mine = [r for r in found.resources if r.run == run_id]
+        _say(f"run {run_id} ({why}): {len(mine)} resource(s) on {where}")
+    if args.dry_run:
+        for r in found.resources:
+            print(f"would delete {r}  [Run={r.run} ExpiresAt={r.tags.get('ExpiresAt')}]")
+        _say("dry run: nothing was deleted")
+        return 0
+    for r, why in outcome.refused.items():
+        _say(f"left alone {r}: {why}")
+    for line in outcome.problems():
+        _say(f"could not delete {line}")
+    if outcome.left or found.errors:
+        _say(f"reap incomplete: {len(outcome.left)} resource(s) left; run it again, or delete them by hand")
+        return 1
+    for run_id in chosen:
+        if Run.exists(default_home(), run_id):
+            Run.load(default_home(), run_id).forget()
+    _say(f"reaped {len(chosen)} run(s): {len(outcome.deleted)} resource(s) deleted")
     return 0
 
 
@@ -118,8 +241,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"{path.parent.name:<12} DAMAGED: {why}; fix or remove {path.parent} "
                   "(its group workspaces hold the Terraform states)")
             continue
-        if live:
-            print(line)
+        if live or run.leftovers:
+            if run.leftovers and not live:
+                line = line.replace(" " * 40, f"{'(' + str(len(run.leftovers)) + ' left after teardown)':<40}", 1)
+            print(line + ("" if _answers(run.endpoint) else
+                          f"  UNREACHABLE: bring it back and `down`, or `down --run-id {run.id} --forget`"))
     return 1 if damaged else 0
 
 
@@ -161,13 +287,25 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="apply groups (and what they depend on) and keep them")
     up.add_argument("groups", nargs="+", metavar="GROUP")
     up.add_argument("--run-id", metavar="ID")
+    up.add_argument("--ttl", metavar="DURATION", help="ExpiresAt of the run's resources: now + this (default 6h)")
     common(up)
     up.set_defaults(func=cmd_up)
 
-    down = sub.add_parser("down", help="destroy a kept run")
+    down = sub.add_parser("down", help="destroy a kept run, and prove from its tags that nothing is left")
     down.add_argument("--run-id", metavar="ID", required=True)
+    down.add_argument("--forget", action="store_true",
+                      help="the endpoint is gone for good: drop the run from the store, saying what may remain")
     common(down)
     down.set_defaults(func=cmd_down)
+
+    reap = sub.add_parser("reap", help="delete runs whose ExpiresAt has passed (no local state needed)")
+    reap.add_argument("--run-id", metavar="ID", help="reap this run, expired or not")
+    reap.add_argument("--older-than", metavar="DURATION", help="reap runs created longer ago than this (90m, 2h, 1d)")
+    reap.add_argument("--dry-run", action="store_true", help="list what would be deleted; make no change")
+    reap.add_argument("--region", action="append", metavar="REGION",
+                      help="where to look (repeatable; default: the regions of the groups in --groups-dir and of the kept runs)")
+    common(reap)
+    reap.set_defaults(func=cmd_reap)
 
     runs = sub.add_parser("runs", help="list kept runs")
     runs.set_defaults(func=cmd_runs)
@@ -180,6 +318,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in ("up", "down", "reap"):
+        from immutable_infra.engine import signals
+
+        signals.install(_say)  # SIGTERM and SIGHUP like Ctrl-C; a second one stops at once
     try:
         return args.func(args)
     except ToolError as exc:

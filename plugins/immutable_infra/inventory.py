@@ -301,10 +301,11 @@ def _paged_marker(method: Callable, key: str) -> Iterator[dict[str, Any]]:
 
 
 def _zones(r53) -> Iterator[Resource]:
-    zones = [z["Id"].split("/")[-1] for z in _paged_marker(r53.list_hosted_zones, "HostedZones")]
-    for ids in _chunks(zones, 10):
-        for d in r53.list_tags_for_resources(ResourceType="hostedzone", ResourceIds=ids)["ResourceTagSets"]:
-            yield Resource("route53_zone", d["ResourceId"], GLOBAL, tags_of(d.get("Tags")))
+    # One GET per zone (ListTagsForResources is a POST: a recorder could not tell it from a write).
+    for z in _paged_marker(r53.list_hosted_zones, "HostedZones"):
+        zone = z["Id"].split("/")[-1]
+        tag_set = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=zone)["ResourceTagSet"]
+        yield Resource("route53_zone", zone, GLOBAL, tags_of(tag_set.get("Tags")))
 
 
 def _buckets(s3) -> Iterator[Resource]:

@@ -16,6 +16,7 @@ import pytest
 
 from immutable_infra import settings as settings_mod
 from immutable_infra.catalog import CatalogError
+from immutable_infra.engine import signals
 from immutable_infra.errors import ToolError
 from immutable_infra.harness import AppliedGroup, Harness
 from immutable_infra.report import Reporter
@@ -70,8 +71,14 @@ def pytest_configure(config: pytest.Config) -> None:
         except ToolError as exc:
             raise pytest.UsageError(str(exc)) from None
         config.stash[HARNESS] = harness
+        signals.install(harness.say)  # SIGTERM and SIGHUP end the session like Ctrl-C: stop, destroy, report
     if not hasattr(config, "workerinput"):
         config.stash[REPORTER] = Reporter(s.reports_dir)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(HARNESS, None) is not None:
+        signals.uninstall()
 
 
 def _sayer(config: pytest.Config):
@@ -167,6 +174,8 @@ def infra(request: pytest.FixtureRequest) -> Iterator[Harness]:
     harness = config.stash.get(HARNESS, None)
     if harness is None:
         pytest.fail("no group selected: pass --group NAME", pytrace=False)
+    if harness.settings.reap_expired and not harness.settings.embedded:
+        _reap_expired(harness)
     try:
         yield harness
     finally:
@@ -182,6 +191,23 @@ def infra(request: pytest.FixtureRequest) -> Iterator[Harness]:
             sandbox.stop()
         else:
             config.stash[TEARDOWN].extend(harness.teardown(keep=keep))
+
+
+def _reap_expired(harness: Harness) -> None:
+    """--reap-expired: delete the expired runs on the session's endpoint before applying anything."""
+    from immutable_infra.reaper import AWS_RETRY_DELAYS, ENDPOINT_RETRY_DELAYS, reap_runs
+
+    regions = []
+    for name in harness.catalog.names():
+        with contextlib.suppress(ToolError):
+            regions.append(harness.catalog.get(name).region)
+    sandbox = harness.sandbox
+    delays = ENDPOINT_RETRY_DELAYS if sandbox.endpoint else AWS_RETRY_DELAYS
+    chosen, found, outcome = reap_runs(sandbox.client, list(dict.fromkeys(regions)), retry_delays=delays)
+    for run_id, why in chosen.items():
+        harness.say(f"reaped run {run_id} ({why})")
+    for line in outcome.problems() + [f"could not list {e}" for e in found.errors]:
+        harness.say(f"reap-expired: {line}")
 
 
 @pytest.fixture(scope="session")

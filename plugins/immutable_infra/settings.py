@@ -28,6 +28,8 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "rebuild_regression": ("fail when a group's rebuild exceeds the median of its last 10 recorded rebuilds by more than PCT percent", "string", ""),
     "chaos_dry_run": ("list the faults the chaos suite would inject, and touch nothing", "bool", False),
     "parallelism": (f"Terraform -parallelism (default: {DEFAULT_PARALLELISM})", "string", str(DEFAULT_PARALLELISM)),
+    "ttl": ("how long the run's resources live: their ExpiresAt tag, for the reaper (90m, 2h, 1d; default 6h)", "string", ""),
+    "reap_expired": ("at the start, delete every run on the endpoint whose ExpiresAt has passed (see immutable-infra reap)", "bool", False),
 }
 
 
@@ -82,6 +84,8 @@ class Settings:
     rebuild_regression: float | None = None
     chaos_dry_run: bool = False
     base_ref: str | None = None
+    ttl_hours: float = 6.0
+    reap_expired: bool = False
     home: Path = Path(".immutable-infra")
     #: Where each setting that was given came from, as the user wrote it: "--keep", "IMMUTABLE_INFRA_KEEP",
     #: "ini key immutable_infra_keep". Messages name the setting by it.
@@ -105,6 +109,15 @@ def _percent(value: Any, setting: str = "--rebuild-regression") -> float | None:
     if pct < 0:
         raise SettingsError(f"{setting} must not be negative, not {value!r}")
     return pct
+
+
+def _ttl(value: Any, setting: str = "--ttl") -> float:
+    from immutable_infra.ephemeral import parse_ttl
+
+    try:
+        return parse_ttl(value, setting)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _home(config: Any, root: Path) -> Path:
@@ -181,6 +194,8 @@ def from_pytest_config(config: Any) -> Settings:
         rebuild_regression=_percent(regression, sources.get("rebuild_regression", "--rebuild-regression")),
         chaos_dry_run=flag("chaos_dry_run"),
         base_ref=get("base_ref") or None,
+        ttl_hours=_ttl(get("ttl"), sources.get("ttl", "--ttl")),
+        reap_expired=flag("reap_expired"),
         home=_home(config, root),
     )
     if os.environ.get("IMMUTABLE_INFRA_HOME"):
