@@ -14,11 +14,21 @@ pytestmark = pytest.mark.infra_check("reachability")
 @pytest.fixture
 def run_snapshot(infra, applied_group):
     """One describe snapshot of every applied group; skipped for a group without a VPC of its own."""
-    with cannot_check(infra, f"reachability of {applied_group.name}"):
+    name = applied_group.name
+    with cannot_check(infra, f"reachability of {name}"):
+        reason = None
         try:
-            vpcs = verify.needs_vpc(infra, applied_group.name, "reachability")
+            vpcs = verify.needs_vpc(infra, name, "reachability")
         except verify.NotApplicable as exc:
-            pytest.skip(str(exc))
+            reason = str(exc)
+        if reason is not None:
+            applied = verify.applied_groups(infra)
+            declared = [f for kind in ("flows", "isolation") for f in declared_flows(infra.catalog, name, applied, kind)[0]]
+            if declared:  # the group claims flows it has no network for
+                raise pytest.fail.Exception(
+                    f"{reason}, yet {len(declared)} [[flows]]/[[isolation]] entries touching {name} have both ends "
+                    "applied; give the group its VPC or fix those entries", pytrace=False) from None
+            pytest.skip(reason)
         snapshot = verify.run_snapshot(infra)
     snapshot["group_vpcs"] = vpcs
     return snapshot

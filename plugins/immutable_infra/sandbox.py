@@ -125,6 +125,10 @@ SANDBOX_MAX_ATTEMPTS = 2
 SANDBOX_PROVIDER_MAX_RETRIES = 3
 
 
+#: Endpoint probes go straight to the endpoint, never through an HTTP proxy from the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class EndpointGone(SandboxError):
     """The session's AWS endpoint stopped answering: every later check is an error, at once."""
 
@@ -138,7 +142,7 @@ def check_endpoint(url: str, timeout: float = 5.0) -> None:
     """
     marker = url.rstrip("/") + MARKER_PATH
     try:
-        with urllib.request.urlopen(marker, timeout=timeout) as response:
+        with _DIRECT.open(marker, timeout=timeout) as response:
             body = response.read(4096)
     except urllib.error.HTTPError as exc:
         raise SandboxError(
@@ -166,7 +170,7 @@ def check_endpoint(url: str, timeout: float = 5.0) -> None:
 def endpoint_alive(url: str, timeout: float = 2.0) -> str | None:
     """None when the endpoint answers; otherwise why not (one short phrase)."""
     try:
-        urllib.request.urlopen(url.rstrip("/") + MARKER_PATH, timeout=timeout).close()
+        _DIRECT.open(url.rstrip("/") + MARKER_PATH, timeout=timeout).close()
     except urllib.error.HTTPError:
         return None  # it answered
     except (urllib.error.URLError, OSError) as exc:
