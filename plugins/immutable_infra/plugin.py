@@ -249,12 +249,12 @@ def rebuilt_group(applied_group: AppliedGroup, infra: Harness, infra_report: Rep
     """Destroy the applied group (and the applied groups that depend on it) and recreate it, timed."""
     __tracebackhide__ = True
     name = applied_group.name
-    before = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
-    try:
+    with cannot_check(infra, f"rebuild of {name}"):
+        before = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
+    with cannot_check(infra, f"rebuild of {name}"):
         timing = infra.rebuild(name)
-    except TOOL_ERRORS as exc:
-        pytest.fail(f"cannot rebuild group {name}: {exc}", pytrace=False)
-    after = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
+    with cannot_check(infra, f"rebuild of {name}"):
+        after = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
     budget = applied_group.config.rebuild_budget_seconds
     infra_report.fact(name, "rebuild", **{k: v for k, v in timing.items() if k not in ("destroy_resource_seconds", "group")},
                       budget_seconds=budget)
@@ -338,14 +338,18 @@ def infra_verify(infra: Harness, applied_group: AppliedGroup) -> Any:
 
 @contextlib.contextmanager
 def cannot_check(infra: Harness, what: str) -> Iterator[None]:
-    """Turn a broken tool (endpoint gone, Terraform failed, AWS API error) into one line: ``what: why``."""
+    """Turn a broken tool into a test error without a traceback: ``what: why``.
+
+    An endpoint that went away is one line (and latches: later tests error at
+    once); a Terraform error keeps its command, exit code and diagnostics.
+    """
     __tracebackhide__ = True
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         yield
     except (BotoCoreError, ClientError, *TOOL_ERRORS) as exc:
-        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problem = str(exc).strip() or type(exc).__name__  # a TerraformError keeps its command and diagnostics
     else:
         return
     sandbox = infra._sandbox
