@@ -358,3 +358,21 @@ def test_readme_documents_every_contract_key():
             missing.append(name)
     missing += [f"roles.toml {key}" for key in RoleConfig.model_fields if f"`{key}`" not in readme]
     assert not missing, f"README lacks the contract keys {missing}"
+
+
+def test_sandbox_port_out_of_range(tmp_path):
+    result = cli("sandbox", "--port", "70000", cwd=tmp_path, home=tmp_path / "home")
+    one_line_cli_error(result, 2, "--port 70000 is not a port number")
+
+
+def test_an_audit_never_creates_a_run(tmp_path):
+    """Behind the usage check: the harness itself refuses to create a run for an audit."""
+    from immutable_infra.ephemeral import RunError
+    from immutable_infra.harness import Harness
+    from immutable_infra.settings import Settings
+
+    harness = Harness(Settings(groups=["tiny"], groups_dir=TEST_GROUPS, audit=True, run_id="nosuch",
+                               home=tmp_path / "home"))
+    with pytest.raises(RunError, match="no run 'nosuch' .* to audit; `immutable-infra runs` lists them"):
+        harness.run
+    assert not (tmp_path / "home").exists()
