@@ -42,7 +42,7 @@ def project(pytester, tmp_path, monkeypatch):
     shutil.copy(TESTS / "roles.toml", pytester.path / "roles.toml")
     pytester.makepyfile(test_suite=SUITE)
     monkeypatch.setenv("IMMUTABLE_INFRA_HOME", str(tmp_path / "home"))
-    for name in ("AUDIT", "KEEP", "PARALLELISM", "GROUP", "TERRAFORM", "REPORTS_DIR", "AWS_ENDPOINT"):
+    for name in ("AUDIT", "KEEP", "PARALLELISM", "GROUP", "TERRAFORM", "REPORTS_DIR", "AWS_ENDPOINT", "RUN_ID"):
         monkeypatch.delenv(f"IMMUTABLE_INFRA_{name}", raising=False)
     return pytester
 
@@ -376,3 +376,14 @@ def test_an_audit_never_creates_a_run(tmp_path):
     with pytest.raises(RunError, match="no run 'nosuch' .* to audit; `immutable-infra runs` lists them"):
         harness.run
     assert not (tmp_path / "home").exists()
+
+
+def test_env_run_id_error_names_the_variable(project, monkeypatch):
+    monkeypatch.setenv("IMMUTABLE_INFRA_RUN_ID", "Bad_Id")
+    line = one_line_usage_error(run(project, "--group", "tiny"), "IMMUTABLE_INFRA_RUN_ID = 'Bad_Id'", "1-16 characters")
+    assert "--run-id" not in line
+
+
+def test_env_keep_without_endpoint_names_the_variable(project, monkeypatch):
+    monkeypatch.setenv("IMMUTABLE_INFRA_KEEP", "yes")
+    one_line_usage_error(run(project, "--group", "tiny"), "IMMUTABLE_INFRA_KEEP needs an endpoint that outlives")

@@ -94,6 +94,11 @@ class Settings:
     def source(self, name: str) -> str:
         return self.sources.get(name, flag_name(name))
 
+    def given(self, name: str, value: Any) -> str:
+        """A setting and its value as the user wrote them: ``--run-id X``, ``IMMUTABLE_INFRA_RUN_ID = 'X'``."""
+        src = self.source(name)
+        return f"{src} {value}" if src.startswith("--") else f"{src} = {value!r}"
+
     @property
     def embedded(self) -> bool:
         return not self.aws_endpoint and not self.real_aws
@@ -252,41 +257,40 @@ def path_problems(s: Settings, reports: bool = True) -> list[str]:
 
 
 def usage_problems(s: Settings) -> list[str]:
-    """Option combinations that cannot work, each with its fix."""
+    """Option combinations that cannot work, each with its fix, naming each setting as it was given."""
     problems = []
+    endpoint, real, keep, audit = (s.source(n) for n in ("aws_endpoint", "real_aws", "keep", "audit"))
     if s.aws_endpoint and s.real_aws:
-        problems.append("--aws-endpoint and --real-aws exclude each other; drop one")
+        problems.append(f"{endpoint} and {real} exclude each other; drop one")
     if s.aws_endpoint and not s.aws_endpoint.startswith(("http://", "https://")):
-        problems.append(f"--aws-endpoint {s.aws_endpoint}: give a URL such as http://127.0.0.1:5000")
+        problems.append(f"{s.given('aws_endpoint', s.aws_endpoint)}: give a URL such as http://127.0.0.1:5000")
     if s.keep and s.embedded:
         problems.append(
-            "--keep needs an endpoint that outlives the session: the embedded moto server stops with it; "
+            f"{keep} needs an endpoint that outlives the session: the embedded moto server stops with it; "
             "start one with `immutable-infra sandbox` and pass --aws-endpoint URL"
         )
-    if s.run_id:
-        from immutable_infra.ephemeral import RUN_ID
-
-        if not RUN_ID.match(s.run_id):
-            problems.append(
-                f"--run-id {s.run_id}: use 1-16 characters of lowercase a-z, 0-9 and '-' (it goes into AWS names)"
-            )
+    if s.run_id and not _run_id_ok(s.run_id):
+        problems.append(
+            f"{s.given('run_id', s.run_id)}: use 1-16 characters of lowercase a-z, 0-9 and '-' (it goes into AWS names)"
+        )
     if s.audit and s.run_id and _run_id_ok(s.run_id):
         from immutable_infra.ephemeral import Run
 
         if not Run.exists(s.home, s.run_id):
             problems.append(
-                f"--audit --run-id {s.run_id}: there is no run {s.run_id!r} in {s.home / 'runs'}, and an audit only "
-                "reads a deployed run; `immutable-infra runs` lists them (mind IMMUTABLE_INFRA_HOME)"
+                f"{audit} {s.given('run_id', s.run_id)}: there is no run {s.run_id!r} in {s.home / 'runs'}, and an "
+                "audit only reads a deployed run; `immutable-infra runs` lists them (mind IMMUTABLE_INFRA_HOME)"
             )
     if s.audit and not s.run_id:
         problems.append(
-            "--audit reads a deployed run and never applies: name it with --run-id ID "
+            f"{audit} reads a deployed run and never applies: name it with --run-id ID "
             "(bring one up with `immutable-infra up GROUP --aws-endpoint URL`)"
         )
     if s.audit and s.base_ref:
-        problems.append("--base-ref applies the base version, which an audit never does; drop one of them")
+        problems.append(f"{s.source('base_ref')} applies the base version, which an audit ({audit}) never does; "
+                        "drop one of them")
     if s.audit and s.keep:
-        problems.append("--audit never destroys anything, so --keep has no meaning there; drop it")
+        problems.append(f"{audit} never destroys anything, so {keep} has no meaning there; drop it")
     if s.parallelism < 1:
         problems.append(f"{s.source('parallelism')} must be at least 1, not {s.parallelism}")
     return problems
