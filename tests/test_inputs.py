@@ -387,3 +387,13 @@ def test_env_run_id_error_names_the_variable(project, monkeypatch):
 def test_env_keep_without_endpoint_names_the_variable(project, monkeypatch):
     monkeypatch.setenv("IMMUTABLE_INFRA_KEEP", "yes")
     one_line_usage_error(run(project, "--group", "tiny"), "IMMUTABLE_INFRA_KEEP needs an endpoint that outlives")
+
+
+def test_up_names_the_environment_variable_it_read(tmp_path):
+    env_terraform = {"IMMUTABLE_INFRA_TERRAFORM": "/nonexistent/tofu"}
+    result = subprocess.run(
+        [sys.executable, "-m", "immutable_infra.cli", "up", "tiny", "--groups-dir", str(TEST_GROUPS),
+         "--aws-endpoint", "http://127.0.0.1:9"],
+        cwd=tmp_path, env={**os.environ, "IMMUTABLE_INFRA_HOME": str(tmp_path / "home"), **env_terraform},
+        capture_output=True, text=True, timeout=60)
+    one_line_cli_error(result, 2, "IMMUTABLE_INFRA_TERRAFORM /nonexistent/tofu does not exist")

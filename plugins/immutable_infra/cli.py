@@ -32,7 +32,11 @@ def _say(line: str) -> None:
 
 def _settings(args: argparse.Namespace, groups: list[str], run_id: str | None) -> Settings:
     endpoint = args.aws_endpoint or os.environ.get(env_name("aws_endpoint")) or None
+    # Messages name a setting as the user gave it: the flag, else the environment variable it came from.
+    sources = {name: env_name(name) for name in ("aws_endpoint", "groups_dir", "terraform", "ttl", "home")
+               if not getattr(args, name, None) and os.environ.get(env_name(name))}
     return Settings(
+        sources=sources,
         groups=groups,
         groups_dir=Path(args.groups_dir or os.environ.get(env_name("groups_dir")) or "fixtures/groups").resolve(),
         aws_endpoint=endpoint,
@@ -52,8 +56,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("up needs an endpoint that outlives this command: start `immutable-infra sandbox` "
              "and pass --aws-endpoint URL (or --real-aws)")
         return 2
-    if os.environ.get("IMMUTABLE_INFRA_HOME"):
-        s.sources["home"] = "IMMUTABLE_INFRA_HOME"
     problems = usage_problems(s) + path_problems(s, reports=False)
     if problems:
         raise SettingsError(problems[0])
