@@ -338,7 +338,10 @@ def test_cross_group_problems_are_catalog_errors(groups_copy):
     with pytest.raises(CatalogError, match=r"group tiny: .*tiny/group.toml: peers names 'tiny-app', but .* mutual"):
         Catalog(groups_copy).validate()
     edit(groups_copy / "tiny-app" / "group.toml", 'description =', 'peers = ["tiny"]\ndescription =')
-    Catalog(groups_copy).validate()  # mutual now: valid
+    with pytest.raises(CatalogError, match=r"vpc_cidr 10.90.0.0/16 overlaps 10.90.0.0/16 of its peer tiny-app"):
+        Catalog(groups_copy).validate()  # mutual now, but both VPCs are 10.90.0.0/16
+    edit(groups_copy / "tiny-app" / "group.toml", 'vpc_cidr = "10.90.0.0/16"', 'vpc_cidr = "10.95.0.0/16"')
+    Catalog(groups_copy).validate()  # mutual and disjoint: valid
 
 
 def test_readme_documents_every_contract_key():

@@ -484,6 +484,10 @@ def check_catalog(groups: Mapping[str, GroupConfig], files: Mapping[str, Path],
             if name not in groups[peer].peers:
                 raise ConfigError(f"{where(name)}: peers names {peer!r}, but {files[peer]} does not name {name!r} "
                                   f"in its peers; a peering is mutual: add \"{name}\" there or remove \"{peer}\" here")
+            mine, theirs = ipaddress.IPv4Network(g.vpc_cidr), ipaddress.IPv4Network(groups[peer].vpc_cidr)
+            if mine.overlaps(theirs):
+                raise ConfigError(f"{where(name)}: vpc_cidr {mine} overlaps {theirs} of its peer {peer} "
+                                  f"({files[peer]}); AWS does not peer overlapping VPCs: give one a disjoint CIDR")
         for role in g.roles:
             if g.kind not in roles[role].kinds:
                 raise ConfigError(f"{where(name)}: [roles] {role}: {roles_file} allows it only in "
