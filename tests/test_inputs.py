@@ -156,6 +156,17 @@ def test_bad_roles_catalog_names_file_and_key(project):
                          "did you mean 'ports'?")
 
 
+def test_role_image_template_must_be_a_packer_template(project):
+    shutil.copytree(ROOT / "fixtures" / "images", project.path / "images")
+    with open(project.path / "roles.toml", "a") as f:
+        f.write('\n[roles.extra]\nkinds = ["application"]\nplaybook = "x.yml"\ntier = "private"\n'
+                'image_template = "debian12-base"\n')
+    one_line_usage_error(run(project, "--group", "tiny"), "[roles.extra] image_template = 'debian12-base'",
+                         "centos7-base, debian11-base")
+    edit(project.path / "roles.toml", '"debian12-base"', '"debian11-base"')
+    assert run(project, "--group", "tiny", "--collect-only").ret == pytest.ExitCode.OK
+
+
 def test_bad_parity_allow_list_names_file_and_key(project):
     (project.path / "images").mkdir()
     (project.path / "images" / "parity.toml").write_text(

@@ -187,6 +187,18 @@ class Catalog:
                                      {name: r.spec for name, r in roles.items()}, self.roles_file)
         except ConfigError as exc:
             raise CatalogError(str(exc)) from None
+        images = self.groups_dir.parent / "images"
+        if images.is_dir():  # a role's image must be one of the Packer templates beside the groups
+            from immutable_infra.images import MANIFEST_NAME
+
+            templates = sorted(p.parent.name for p in images.glob(f"*/{MANIFEST_NAME}"))
+            for name, role in sorted(roles.items()):
+                if role.image_template is not None and role.image_template not in templates:
+                    raise CatalogError(
+                        f"{self.roles_file}: [roles.{name}] image_template = {role.image_template!r} names no Packer "
+                        f"template of {images} (templates: {', '.join(templates) or 'none'}); fix the name or add "
+                        f"{images}/{role.image_template}/{MANIFEST_NAME}"
+                    )
         by_name = {g.name: g for g in groups}
         for g in groups:  # [inputs] against the Terraform: a typo here would only show after an apply, or never
             variables = declared(g.path, "variable")
