@@ -47,3 +47,16 @@ def test_an_output_still_overrides():
 def test_nothing_to_find():
     assert group_vpc_ids({}, None) == []
     assert group_vpc_ids({"vpc_id": ""}, {"values": {"root_module": {}}}) == []
+
+
+def test_recorded_realworld_state_names_the_module_vpc():
+    """tests/groups/realworld exports no vpc_id: its one VPC is module.vpc.aws_vpc.this[0]."""
+    import json
+    from pathlib import Path
+
+    from immutable_infra.plan import state_resources
+
+    state = json.loads((Path(__file__).parent / "data" / "rebuild" / "realworld-original.json").read_text())
+    [vpc] = [r for r in state_resources(state) if r.type == "aws_vpc"]
+    assert vpc.address == "module.vpc.aws_vpc.this[0]"
+    assert group_vpc_ids({"public_subnets": ["subnet-x"]}, state) == [vpc.aws_id]
