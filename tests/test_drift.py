@@ -103,3 +103,16 @@ def test_default_network_acl_retagging_stays_a_finding():
         ("module.vpc.aws_default_network_acl.this[0]", "tags.Project", "drift"),
         ("module.vpc.aws_default_network_acl.this[0]", "tags_all.Project", "drift"),
     ]
+
+
+def test_refresh_only_apply_hides_a_hand_made_rule_from_drift():
+    """Recorded on tests/groups/realworld: drift sees a rule added by hand to a group whose rules are
+    aws_security_group_rule resources only until a refresh-only apply reads it into the state. The
+    unmanaged check covers what comes after (tests/test_unmanaged.py, same recording)."""
+    here = Path(__file__).parent / "data" / "realworld"
+    before = Plan.from_json(json.loads((here / "plan_refresh_only_rule_added.json").read_text()))
+    findings, _ = find_drift(before, "realworld")
+    assert [(f.address, f.detail["attribute"]) for f in findings] == [('aws_security_group.role["web"]', "ingress")]
+    assert "0.0.0.0/0" in str(findings[0].detail["live"]) and "22" in str(findings[0].detail["live"])
+    after = Plan.from_json(json.loads((here / "plan_refresh_only_refreshed.json").read_text()))
+    assert find_drift(after, "realworld") == ([], [])

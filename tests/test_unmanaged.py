@@ -166,3 +166,24 @@ def test_security_group_sourced_self_and_all_traffic_rules_match_their_resources
     ]
     found = sorted(f.detail["rule"] for f in find_unmanaged("g", state, {"security_groups": [live]}))
     assert found == [f"ingress tcp 8080 from sg-0000000000000000c", f"ingress tcp 8080-8090 from {web}"]
+
+
+# -- recorded on tests/groups/realworld (tests/data/realworld/make_recording.py) -----------------
+
+REALWORLD = Path(__file__).parent / "data" / "realworld"
+
+
+def realworld(name: str) -> dict:
+    return json.loads((REALWORLD / f"{name}.json").read_text())
+
+
+def test_realworld_clean_apply_has_nothing_unmanaged():
+    # module VPC, NAT, S3 endpoint, flow log, managed defaults, SG-sourced and all-traffic rule resources
+    assert find_unmanaged("realworld", state_resources(realworld("state")), realworld("describe_clean")) == []
+
+
+def test_realworld_hand_made_rule_is_found_before_and_after_the_refresh_that_launders_drift():
+    for state in ("state", "state_refreshed"):
+        [finding] = find_unmanaged("realworld", state_resources(realworld(state)), realworld("describe_rule_added"))
+        assert finding.address == 'aws_security_group.role["web"]', state
+        assert finding.detail["rule"] == "ingress tcp 22 from 0.0.0.0/0"
