@@ -496,3 +496,42 @@ def test_fault_strategy_draws_replayable_faults(clients, pristine):
         assert fault.name in CATALOG and eval(repr(fault), vars(chaos)) == fault
 
     draws()
+
+
+def test_flow_rule_revoked_revokes_a_rule_sourced_by_a_security_group_however_it_was_written(clients):
+    """Terraform writes a source-group rule with its own owner id and description; the revoke goes by rule id."""
+    ec2 = clients("ec2", REGION)
+    run = "r-sgsrc"
+    vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16", TagSpecifications=spec("vpc", run))["Vpc"]["VpcId"]
+    app, db = (ec2.create_security_group(GroupName=f"sgsrc-{n}", Description=n, VpcId=vpc,
+                                         TagSpecifications=spec("security-group", run))["GroupId"] for n in ("app", "db"))
+    ec2.authorize_security_group_ingress(GroupId=db, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+        "UserIdGroupPairs": [{"GroupId": app, "UserId": "000000000000", "Description": "from app"}]}])
+    snap = describe_group(ec2, [vpc], GROUP)
+    snap["region"] = REGION
+    fault = CATALOG["flow_rule_revoked"].select(snap, run, GROUP, 0)
+    assert (fault.target, fault.source_group, fault.from_port, fault.expected()) == (db, app, 5432, ("drift",))
+    Chaos(clients, run).inject(fault)
+    assert sg(clients, db)["IpPermissions"] == []
+
+
+def test_undo_removes_what_an_apply_would_leave_behind(clients):
+    """A rule or ACL entry made by hand next to separately managed rules: the fault's undo removes it."""
+    ec2 = clients("ec2", REGION)
+    run = "r-undo"
+    vpc = ec2.create_vpc(CidrBlock="10.78.0.0/16", TagSpecifications=spec("vpc", run))["Vpc"]["VpcId"]
+    group_id = ec2.create_security_group(GroupName="undo", Description="undo", VpcId=vpc,
+                                         TagSpecifications=spec("security-group", run))["GroupId"]
+    acl = ec2.create_network_acl(VpcId=vpc, TagSpecifications=spec("network-acl", run))["NetworkAcl"]["NetworkAclId"]
+    opened = chaos.SgOpenedToWorld(group_id, REGION, run)
+    denied = chaos.AclDenyAdded(acl, REGION, run)
+    for fault in (opened, denied):
+        Chaos(clients, run).inject(fault)
+    assert any(r.get("CidrIp") == "0.0.0.0/0" for p in sg(clients, group_id)["IpPermissions"] for r in p["IpRanges"])
+    for fault in (opened, denied):
+        Chaos(clients, run).undo(fault)
+        Chaos(clients, run).undo(fault)  # twice: what is gone already is fine
+    assert sg(clients, group_id)["IpPermissions"] == []
+    entries = ec2.describe_network_acls(NetworkAclIds=[acl])["NetworkAcls"][0]["Entries"]
+    assert not any(e["RuleNumber"] == 1 for e in entries)

@@ -618,10 +618,30 @@ class FlowRuleRevoked(Fault):
         return perm
 
     def plan(self, ec2=None):
+        if self.source_group:
+            return [f"ec2.describe_security_group_rules(group-id={self.target!r}) for the rule from "
+                    f"{self.source_group!r}, then ec2.revoke_security_group_ingress(GroupId={self.target!r}, "
+                    f"SecurityGroupRuleIds=<its id>) (or IpPermissions=[{self._permission()!r}])"]
         return [f"ec2.revoke_security_group_ingress(GroupId={self.target!r}, IpPermissions=[{self._permission()!r}])"]
 
+    def _rule_ids(self, ec2: Any) -> list[str]:
+        """Ids of the live rules this fault revokes (a source group's rule is revoked by id: how the rule
+        was written, with or without owner and description, then does not matter)."""
+        rules = ec2.describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [self.target]}]).get("SecurityGroupRules", [])
+        return [r["SecurityGroupRuleId"] for r in rules
+                if not r.get("IsEgress") and str(r.get("IpProtocol")) == self.protocol
+                and (self.protocol == "-1" or (r.get("FromPort"), r.get("ToPort")) == (self.from_port, self.to_port))
+                and (r.get("ReferencedGroupInfo") or {}).get("GroupId") == self.source_group]
+
     def _inject(self, clients):
-        clients("ec2", self.region).revoke_security_group_ingress(GroupId=self.target, IpPermissions=[self._permission()])
+        ec2 = clients("ec2", self.region)
+        if self.source_group:
+            ids = self._rule_ids(ec2)
+            if ids:
+                ec2.revoke_security_group_ingress(GroupId=self.target, SecurityGroupRuleIds=ids)
+                return
+        ec2.revoke_security_group_ingress(GroupId=self.target, IpPermissions=[self._permission()])
 
 
 # -- routes, peering, ACLs, NAT
@@ -762,8 +782,12 @@ class AclDenyAdded(Fault):
 
     def undo(self, clients):
         """Delete the entry it added: an apply does not, when the ACL's entries are aws_network_acl_rule resources."""
-        _ignore_not_found(lambda: clients("ec2", self.region).delete_network_acl_entry(
-            NetworkAclId=self.target, RuleNumber=1, Egress=False))
+        ec2 = clients("ec2", self.region)
+        acls = ec2.describe_network_acls(NetworkAclIds=[self.target])["NetworkAcls"]
+        ours = [e for a in acls for e in a.get("Entries") or ()
+                if e.get("RuleNumber") == 1 and not e.get("Egress") and e.get("RuleAction") == "deny"]
+        if ours:  # only the entry it added (moto answers 500 to deleting an entry that is not there)
+            _ignore_not_found(lambda: ec2.delete_network_acl_entry(NetworkAclId=self.target, RuleNumber=1, Egress=False))
 
 
 @dataclass(frozen=True, repr=False)
