@@ -314,6 +314,21 @@ def test_reap_finds_expired_runs_from_the_tags_alone(moto_server, tmp_path):
     assert left(moto_server, "new1") == []
 
 
+def test_a_session_with_reap_expired_cleans_its_endpoint_first(moto_server, pytester):
+    network(moto_server, "crash1", "10.67", expires=PAST)
+    network(moto_server, "alive1", "10.68", expires=FUTURE)
+    pytester.makepyfile("def test_x(infra):\n    pass\n")
+    args = ["--group", "tiny", "--groups-dir", str(TEST_GROUPS), "--aws-endpoint", moto_server.url, "-p", "no:cacheprovider"]
+    assert pytester.runpytest(*args).ret == 0
+    assert left(moto_server, "crash1"), "without --reap-expired nothing is reaped"
+    result = pytester.runpytest(*args, "--reap-expired", "-s")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*reaped run crash1 (expired at 2020-01-01*"])
+    assert left(moto_server, "crash1") == []
+    assert len(left(moto_server, "alive1")) == 4
+    reaper.reap_runs(factory(moto_server), [REGION], "alive1", retry_delays=(0.1,))
+
+
 def test_runs_shows_an_unreachable_endpoint_and_down_forget_drops_it(tmp_path):
     from immutable_infra.sandbox import free_port
 
@@ -347,6 +362,57 @@ def test_a_bad_ttl_is_one_line_naming_the_setting(pytester):
     result = pytester.runpytest("--ttl", "tomorrow")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*--ttl 'tomorrow'*90m, 2h or 1d*"])
+
+
+WORKER = """
+import subprocess, sys, threading
+from immutable_infra.tfworker import die_with_parent
+assert die_with_parent()
+provider = subprocess.Popen(["sleep", "1000"])  # stands for the provider plugins a worker starts
+print(provider.pid, flush=True)
+threading.Event().wait()
+"""
+
+SESSION = """
+import os, subprocess, sys, threading
+out = open(sys.argv[1], "w")
+env = {**os.environ, "IMMUTABLE_INFRA_PARENT_PID": str(os.getpid())}
+worker = subprocess.Popen([sys.executable, "-c", sys.argv[2]], stdout=out, env=env, start_new_session=True)
+print(worker.pid, flush=True)
+threading.Event().wait()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie nobody reaped is dead
+
+
+def test_the_worker_and_its_providers_die_with_a_killed_parent(tmp_path):
+    """No pipe to break here: only the parent-death signal can end the worker (without it, this test hangs and fails)."""
+    pids = tmp_path / "provider.pid"
+    session = subprocess.Popen([sys.executable, "-c", SESSION, str(pids), WORKER], stdout=subprocess.PIPE, text=True)
+    worker = int(session.stdout.readline())
+    deadline = time.monotonic() + 60
+    while not pids.read_text().strip():
+        assert time.monotonic() < deadline, "the worker never started its provider"
+        time.sleep(0.1)
+    provider = int(pids.read_text())
+    assert _alive(worker) and _alive(provider)
+    session.kill()
+    session.wait()
+    deadline = time.monotonic() + 60
+    try:
+        while _alive(worker) or _alive(provider):
+            assert time.monotonic() < deadline, f"worker {worker} or provider {provider} outlived the killed session"
+            time.sleep(0.2)
+    finally:
+        for pid in (provider, worker):  # a failed run leaves nothing behind either
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 # -- real sessions, killed at several points ---------------------------------------------------------
