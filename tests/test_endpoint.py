@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from botocore.endpoint import Endpoint
 from moto.server import ThreadedMotoServer
 
 from immutable_infra.sandbox import MARKER_PATH, EndpointGone, MotoServer, Sandbox, SandboxError, check_endpoint, free_port
@@ -112,6 +113,39 @@ def test_clients_give_up_fast_and_the_latch_holds(tmp_path):
     assert sandbox.gone
     with pytest.raises(EndpointGone):
         sandbox.ensure_reachable()  # latched: no new probe needed
+
+
+def test_a_hung_endpoint_is_seen_as_gone(tmp_path, monkeypatch):
+    """An endpoint that accepts connections and never answers (a stopped process): bounded, then latched."""
+    import socket
+
+    from botocore.exceptions import ReadTimeoutError
+
+    from immutable_infra import sandbox as sandbox_mod
+
+    monkeypatch.setattr(sandbox_mod, "SANDBOX_READ_TIMEOUT", 1)  # 15 s in use; the attempts are what is tested
+    calls = []
+    send = Endpoint._send
+
+    def counted(self, request):
+        calls.append(request.url)
+        return send(self, request)
+
+    monkeypatch.setattr(Endpoint, "_send", counted)
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # connections are accepted by the kernel; nothing ever reads or answers
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        sandbox = Sandbox(endpoint=url, cache_dir=tmp_path)
+        ec2 = sandbox.client("ec2", "ap-southeast-1")
+        started = time.monotonic()
+        with pytest.raises(ReadTimeoutError):
+            ec2.describe_vpcs()
+        print(f"a describe against the hung endpoint gave up after {time.monotonic() - started:.1f} s")
+        assert len(calls) == sandbox_mod.SANDBOX_MAX_ATTEMPTS == 2
+        with pytest.raises(EndpointGone, match=rf"the AWS endpoint {url} went away mid-session \(.*timed out"):
+            sandbox.ensure_reachable()
 
 
 def test_a_check_cut_off_by_the_dead_endpoint_is_one_line(tmp_path):

@@ -119,8 +119,8 @@ MARKER_PATH = "/immutable-infra/sandbox"
 
 #: Short timeouts and bounded retries for a sandbox's clients: a dead endpoint is seen in seconds, not minutes.
 SANDBOX_CONNECT_TIMEOUT = 3
-SANDBOX_READ_TIMEOUT = 30
-SANDBOX_MAX_ATTEMPTS = 2
+SANDBOX_READ_TIMEOUT = 15
+SANDBOX_MAX_ATTEMPTS = 2  # in all, the first included
 #: The provider's own retries against a sandbox (its default, 25, took 43 s to give up on a dead endpoint).
 SANDBOX_PROVIDER_MAX_RETRIES = 3
 
@@ -342,7 +342,7 @@ class Sandbox:
         if self.is_local:
             kwargs.update(
                 config=Config(connect_timeout=SANDBOX_CONNECT_TIMEOUT, read_timeout=SANDBOX_READ_TIMEOUT,
-                              retries={"max_attempts": SANDBOX_MAX_ATTEMPTS, "mode": "standard"}),
+                              retries={"total_max_attempts": SANDBOX_MAX_ATTEMPTS, "mode": "standard"}),
                 endpoint_url=self.endpoint,
                 aws_access_key_id=SANDBOX_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 aws_secret_access_key=SANDBOX_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
