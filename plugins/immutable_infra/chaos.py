@@ -19,13 +19,19 @@ Life of a fault:
   refuses (:class:`FaultRefused`) unless each carries the run's ``Run`` tag,
   as AWS Fault Injection Service refuses targets outside its tag filter;
 - repair is a Terraform apply for every fault (``REPAIR``); faults that add
-  something Terraform does not manage (a rogue instance, an out-of-band
-  replacement) also have ``undo(clients)``, which removes what they added.
+  something an apply may not remove (a rogue instance, an out-of-band
+  replacement, a rule added by hand to a security group or network ACL whose
+  rules Terraform manages as separate resources) also have ``undo(clients)``,
+  which removes exactly what they added.
 
 ``expected_checks`` says which of our checks see the fault whatever group it
 hits; ``conditional_checks`` names the checks that see it only in some
 groups or on some targets, and why; ``Fault.expected()`` is the tuple for
-this very target. :class:`Chaos` is the orchestrator that enforces audit
+this very target, decided from the group (``FlowRuleRevoked`` expects
+reachability only on a rule that carries a declared flow).
+:func:`candidates` orders a fault's targets by Terraform address and a seed;
+:func:`touched` and :func:`finding_resources` are what the experiment
+attributes new findings with. :class:`Chaos` is the orchestrator that enforces audit
 mode and dry runs; :func:`detection_matrix` turns (fault, expected, detected)
 results into the fault x check matrix written to ``reports/``.
 """
