@@ -230,3 +230,22 @@ def dhcp_options_tagged_at_creation_keep_their_tags() -> None:
     bare = ec2.create_dhcp_options(DhcpConfigurations=[{"Key": "domain-name", "Values": ["bare.internal"]}])
     got = ec2.describe_dhcp_options(DhcpOptionsIds=[bare["DhcpOptions"]["DhcpOptionsId"]])["DhcpOptions"][0]
     assert not got.get("Tags")
+
+
+@scenario("vpc_endpoint_route_tables_get_routes")
+def gateway_endpoint_route_tables_get_the_endpoint_route() -> None:
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock="10.95.0.0/16")["Vpc"]["VpcId"]
+    table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    endpoint = ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3",
+                                       VpcEndpointType="Gateway")["VpcEndpoint"]["VpcEndpointId"]
+
+    def endpoint_routes() -> list:
+        routes = ec2.describe_route_tables(RouteTableIds=[table])["RouteTables"][0]["Routes"]
+        return [(r.get("DestinationPrefixListId", "")[:3], r.get("GatewayId")) for r in routes if r.get("GatewayId") == endpoint]
+
+    # what aws_vpc_endpoint_route_table_association does
+    ec2.modify_vpc_endpoint(VpcEndpointId=endpoint, AddRouteTableIds=[table])
+    assert endpoint_routes() == [("pl-", endpoint)]
+    ec2.modify_vpc_endpoint(VpcEndpointId=endpoint, RemoveRouteTableIds=[table])
+    assert endpoint_routes() == []

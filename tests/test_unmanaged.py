@@ -187,3 +187,19 @@ def test_realworld_hand_made_rule_is_found_before_and_after_the_refresh_that_lau
         [finding] = find_unmanaged("realworld", state_resources(realworld(state)), realworld("describe_rule_added"))
         assert finding.address == 'aws_security_group.role["web"]', state
         assert finding.detail["rule"] == "ingress tcp 22 from 0.0.0.0/0"
+
+
+def test_a_managed_gateway_endpoint_route_is_the_endpoints_but_an_unknown_one_is_not():
+    described = copy.deepcopy(realworld("describe_clean"))
+    state = state_resources(realworld("state"))
+    endpoint = next(r.aws_id for r in state if r.type == "aws_vpc_endpoint")
+    table = next(r.aws_id for r in state if r.address == "module.vpc.aws_route_table.private[0]")
+    [rt] = [t for t in described["route_tables"] if t["RouteTableId"] == table]
+    # what AWS (and the sandbox, compat.vpc_endpoint_route_tables_get_routes) adds for the association
+    rt["Routes"].append({"DestinationPrefixListId": "pl-6fa54006", "GatewayId": endpoint, "Origin": "CreateRoute",
+                         "State": "active"})
+    assert find_unmanaged("realworld", state, described) == []
+    rt["Routes"].append({"DestinationPrefixListId": "pl-6da54004", "GatewayId": "vpce-0123456789abcdef0",
+                         "Origin": "CreateRoute", "State": "active"})
+    [finding] = find_unmanaged("realworld", state, described)
+    assert finding.detail["destination"] == "pl-6da54004" and finding.detail["target"] == "vpce-0123456789abcdef0"

@@ -24,6 +24,7 @@ FIXES = (
     "primary_interface_deleted_with_instance",
     "instance_and_primary_interface_share_groups",
     "dhcp_options_tags_at_creation",
+    "vpc_endpoint_route_tables_get_routes",
 )
 
 
@@ -310,6 +311,47 @@ def fix_dhcp_options_tags_at_creation() -> None:
     DHCPOptions.create_dhcp_options = _mark(create_dhcp_options)
 
 
+def fix_vpc_endpoint_route_tables_get_routes() -> None:
+    """Adding a route table to a gateway VPC endpoint adds the endpoint's route to it (removing removes it).
+
+    moto: ``CreateVpcEndpoint`` with ``RouteTableId.N`` adds a route (the
+    service's prefix list -> the endpoint) to each table, but
+    ``ModifyVpcEndpoint`` with ``AddRouteTableId.N`` / ``RemoveRouteTableId.N``
+    only updates the endpoint's list: no route appears or goes.
+    AWS: the route is added or removed with the association, whichever call
+    makes it.
+    Why: ``aws_vpc_endpoint_route_table_association`` (how the community VPC
+    module wires its S3/DynamoDB endpoints, tests/groups/realworld) calls
+    ModifyVpcEndpoint. Without the route the sandbox differs from AWS where
+    it matters to the checks: the route tables the unmanaged check and the
+    reachability analyzer read lack the endpoint's routes, so a check that
+    mishandles them passes here and fails against AWS.
+    Fix: after moto updates the list, create or delete the endpoint's
+    prefix-list route in the tables added or removed.
+    """
+    from moto.ec2.models.vpcs import VPCBackend
+
+    original = VPCBackend.modify_vpc_endpoint
+    if _patched(original):
+        return
+
+    @functools.wraps(original)
+    def modify_vpc_endpoint(self: Any, vpc_id: str, *args: Any, **kwargs: Any) -> Any:
+        endpoint = self.describe_vpc_endpoints(vpc_end_point_ids=[vpc_id])[0]
+        before = list(endpoint.route_table_ids or [])
+        result = original(self, vpc_id, *args, **kwargs)
+        prefix = getattr(endpoint, "destination_prefix_list_id", None)
+        if prefix and str(endpoint.vpc_endpoint_type).lower() == "gateway":
+            after = list(endpoint.route_table_ids or [])
+            for table in [t for t in after if t not in before]:
+                self.create_route(table, None, gateway_id=endpoint.id, destination_prefix_list_id=prefix)
+            for table in [t for t in before if t not in after]:
+                self.delete_route(table, None, destination_prefix_list_id=prefix)
+        return result
+
+    VPCBackend.modify_vpc_endpoint = _mark(modify_vpc_endpoint)
+
+
 def apply() -> None:
     """Apply every fix once (idempotent)."""
     global _applied
@@ -322,4 +364,5 @@ def apply() -> None:
     fix_primary_interface_deleted_with_instance()
     fix_instance_and_primary_interface_share_groups()
     fix_dhcp_options_tags_at_creation()
+    fix_vpc_endpoint_route_tables_get_routes()
     _applied = True

@@ -135,9 +135,14 @@ def _declared_routes(state: Sequence[StateResource], table_id: str) -> list[Mapp
 def _unmanaged_routes(group: str, table: Mapping[str, Any], state: Sequence[StateResource]) -> list[Finding]:
     table_id = table.get("RouteTableId", "")
     declared = _declared_routes(state, table_id)
+    # A gateway VPC endpoint's route (its prefix list -> the endpoint) is made by AWS for each table
+    # associated with a managed aws_vpc_endpoint: it belongs to the endpoint.
+    endpoints = {r.aws_id for r in state if r.type == "aws_vpc_endpoint" and r.aws_id}
     findings = []
     for route in table.get("Routes") or ():
         if route.get("GatewayId") == "local" or route.get("Origin") == "CreateRouteTable":
+            continue
+        if route.get("DestinationPrefixListId") and route.get("GatewayId") in endpoints:
             continue
         wanted = {name: route.get(aws_key) or "" for aws_key, name, _ in _ROUTE_DESTINATIONS}
         if wanted in declared:
