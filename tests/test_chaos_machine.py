@@ -12,16 +12,23 @@ no roles catalog, flows or images, so roles/reachability/parity do not apply):
 2. no false alarm: each finding belongs to an injected fault;
 3. after a repair or a rebuild every check is green (and a plain plan has nothing left to do).
 
-"Belongs to" / "seen": the finding's ``str()`` or its ``detail`` (JSON) mentions an AWS id of the fault,
-or the finding's address is the Terraform address the state gives that id. The ids of a fault are
-``Fault.resources`` plus what it added out of band, mapped here on purpose:
+"Belongs to" / "seen" is the chaos experiment's own attribution: the finding's resource (its AWS id or
+Terraform address, or a flow's end instances: ``chaos.finding_resources``) is one the fault touched or
+added (``chaos.touched``: the fault's resources, what it added out of band, e.g. the instance
+``rogue_instance`` launched, read right after the injection; the state resources with those ids and
+their children, e.g. the ``aws_route`` of a touched table; for a security group, its member instances).
+The group is green whenever the model is empty, so every finding is new against that baseline.
 
-- ``rogue_instance`` writes to a subnet, but what the unmanaged check reports is the instance it
-  launched: its id (``RogueInstance.added``, read right after the injection) belongs to the fault;
-- ``route_deleted`` targets the route table: the drift findings are the table's ``route`` attribute
-  (its id) and the ``aws_route`` gone missing, whose id (``r-rtb-...``) embeds the table id;
-- ``instance_terminated`` leaves nothing else behind (moto deletes the instance's primary ENI with it),
-  so no mapping is needed: an ENI finding would be a false alarm and fail.
+Profiles (``IMMUTABLE_INFRA_CHAOS_MACHINE``):
+
+- ``smoke`` (default, CI): a fixed seed, a few examples, no shrinking: the same program every time;
+- ``nightly`` (opt in: ``IMMUTABLE_INFRA_CHAOS_MACHINE=nightly pytest tests/test_chaos_machine.py``):
+  randomised (a new seed each run, printed by Hypothesis on failure), more examples and steps, and
+  shrinking on, so a failure comes back as a short program. Expect tens of minutes.
+
+Every fault of ``FAULTS`` is reachable by the machine: the rules draw the fault name from all of
+``FAULTS`` and ``test_every_machine_fault_finds_a_target`` proves on an applied chaos-lab that each one
+has a target and at least one of the machine's checks is expected to see it.
 
 The group is applied when the machine is made; ``first_fault`` (an initialize rule) makes every example
 inject at least one fault; then ``inject``, ``repair`` and (once two faults are in) ``rebuild``. Rules draw a
@@ -41,12 +48,13 @@ To replay it, bind the class first: ``ChaosMachine = chaos_machine(moto_server.u
 
 from __future__ import annotations
 
-import json
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, Phase, note, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -57,7 +65,7 @@ from immutable_infra import chaos, verify
 from immutable_infra.findings import Finding, format_findings
 from immutable_infra.harness import Harness
 from immutable_infra.live import addresses_from_state, describe_group, group_vpc_ids
-from immutable_infra.plan import Plan
+from immutable_infra.plan import Plan, state_resources
 from immutable_infra.sandbox import check_endpoint
 from immutable_infra.settings import Settings
 
@@ -67,10 +75,12 @@ GROUPS_DIR = (Path(__file__).parent / "groups").resolve()
 #: The checks this machine runs: the ones that apply to a group without roles, flows or images.
 CHECKS = ("drift", "unmanaged", "mutation")
 
-#: Faults that find a target in chaos-lab and that at least one of CHECKS is expected to see.
+#: Faults that find a target in chaos-lab and that at least one of CHECKS is expected to see: all of them
+#: (``test_every_machine_fault_finds_a_target`` checks it against the catalog).
 FAULTS = (
     "role_tag_flipped", "rogue_instance", "route_deleted",
     "sg_opened_to_world", "instance_terminated", "instance_type_changed",
+    "group_tag_flipped", "source_dest_check_disabled", "flow_rule_revoked",
 )
 
 #: Slow infrastructure: each step costs seconds, so few examples, few steps, no deadline, no shrinking.
@@ -78,13 +88,16 @@ CHAOS_SETTINGS = settings(
     max_examples=2, stateful_step_count=4, deadline=None, derandomize=True, database=None,
     suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate],
 )
+#: The nightly search: random seed, more and longer examples, shrinking on (each step still costs seconds).
+NIGHTLY_SETTINGS = settings(
+    max_examples=12, stateful_step_count=8, deadline=None, derandomize=False, database=None,
+    suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate, Phase.shrink],
+)
+PROFILE_ENV = "IMMUTABLE_INFRA_CHAOS_MACHINE"
 
-#: A fixed seed (it overrides derandomize, which seeds from the machine's source text, so that any edit of
-#: this file would pick other faults). With it the run is three examples, one of them discarded by
-#: Hypothesis (a step had no enabled rule): role_tag_flipped, repair, role_tag_flipped, repair |
-#: sg_opened_to_world, repair | rogue_instance, instance_terminated, route_deleted, rebuild. That is every
-#: fault of FAULTS but instance_type_changed (its checks, mutation and drift, see role_tag_flipped too),
-#: plus repair and rebuild, in about three minutes; a fourth distinct example would add about a minute.
+#: A fixed seed for the smoke profile (it overrides derandomize, which seeds from the machine's source text,
+#: so that any edit of this file would pick other faults). The program it draws depends on FAULTS: the smoke
+#: run covers a few faults, repair and rebuild in a few minutes; the nightly profile searches all of FAULTS.
 CHAOS_SEED = 140
 
 
@@ -97,9 +110,10 @@ class Injected:
     addresses: frozenset[str]
     expected: tuple[str, ...]
 
+    touched: frozenset[str] = frozenset()
+
     def owns(self, finding: Finding) -> bool:
-        text = str(finding) + " " + json.dumps(finding.detail, default=str, sort_keys=True)
-        return any(i in text for i in self.ids) or (bool(finding.address) and finding.address in self.addresses)
+        return bool(chaos.finding_resources(finding) & self.touched)
 
 
 def chaos_machine(endpoint: str, home: Path) -> type[RuleBasedStateMachine]:
@@ -176,9 +190,11 @@ def chaos_machine(endpoint: str, home: Path) -> type[RuleBasedStateMachine]:
             self.chaos.inject(fault)
             added = (set(fault.added(self.clients)) - before) if hasattr(fault, "added") else set()
             ids = frozenset(set(fault.resources) | added)
+            state = state_resources(self.harness.deployer.terraform(GROUP).state())
             self.injected.append(Injected(
                 fault, ids, frozenset(addresses[i] for i in ids if i in addresses),
                 tuple(c for c in fault.expected() if c in CHECKS),
+                chaos.touched(fault, added, state, snapshot),
             ))
             self.after = ""
             where = ", ".join(sorted(addresses.get(i, i) for i in ids))
@@ -262,6 +278,38 @@ def leftovers(ec2: Any, run_id: str) -> list[str]:
     return found + [v["VpcId"] for v in ec2.describe_vpcs(Filters=flt)["Vpcs"]]
 
 
+def machine_profile() -> str:
+    profile = os.environ.get(PROFILE_ENV, "smoke").strip().lower() or "smoke"
+    if profile not in ("smoke", "nightly"):
+        pytest.fail(f"{PROFILE_ENV}={profile!r}: use smoke (fixed seed, CI) or nightly (randomised, shrinking)",
+                    pytrace=False)
+    return profile
+
+
 def test_chaos_machine(moto_server, tmp_path):
     machine = chaos_machine(moto_server.url, tmp_path / "home")
-    run_state_machine_as_test(seed(CHAOS_SEED)(machine), settings=CHAOS_SETTINGS)
+    if machine_profile() == "nightly":
+        run_state_machine_as_test(machine, settings=NIGHTLY_SETTINGS)
+    else:
+        run_state_machine_as_test(seed(CHAOS_SEED)(machine), settings=CHAOS_SETTINGS)
+
+
+def test_every_machine_fault_finds_a_target(moto_server, tmp_path):
+    """Every fault of FAULTS can be drawn and injected on chaos-lab, and one of CHECKS must see it; the
+    faults of the catalog left out find no target there or no check of the machine would see them."""
+    run_id = "reach-" + uuid.uuid4().hex[:8]
+    harness = Harness(Settings(groups=[GROUP], groups_dir=GROUPS_DIR, aws_endpoint=moto_server.url, run_id=run_id,
+                               home=tmp_path / "home"))
+    try:
+        harness.up([GROUP])
+        rec = harness.run.groups[GROUP]
+        snap = describe_group(harness.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs), GROUP)
+        snap["region"] = rec.region
+        usable = set()
+        for name in chaos.CATALOG:
+            cands = chaos.candidates(name, snap, run_id, GROUP)
+            if any(set(f.expected()) & set(CHECKS) for f in cands):
+                usable.add(name)
+        assert usable == set(FAULTS), f"faults the machine could inject: {sorted(usable)}; FAULTS: {sorted(FAULTS)}"
+    finally:
+        assert not harness.teardown()
