@@ -203,3 +203,20 @@ def test_a_managed_gateway_endpoint_route_is_the_endpoints_but_an_unknown_one_is
                          "Origin": "CreateRoute", "State": "active"})
     [finding] = find_unmanaged("realworld", state, described)
     assert finding.detail["destination"] == "pl-6da54004" and finding.detail["target"] == "vpce-0123456789abcdef0"
+
+
+def test_realworld_endpoint_and_flow_log_are_managed_but_hand_made_ones_are_not():
+    described = copy.deepcopy(realworld("describe_clean"))
+    state = state_resources(realworld("state"))
+    assert [e["VpcEndpointId"] for e in described["vpc_endpoints"]] == [
+        r.aws_id for r in state if r.type == "aws_vpc_endpoint"]
+    assert [f["FlowLogId"] for f in described["flow_logs"]] == [r.aws_id for r in state if r.type == "aws_flow_log"]
+    assert find_unmanaged("realworld", state, described) == []
+    # the same again, made by hand in the group's VPC; and a deleted endpoint, which is gone
+    endpoint = dict(described["vpc_endpoints"][0], VpcEndpointId="vpce-0000000000000000a")
+    gone = dict(described["vpc_endpoints"][0], VpcEndpointId="vpce-0000000000000000b", State="deleted")
+    log = dict(described["flow_logs"][0], FlowLogId="fl-0000000000000000a")
+    described["vpc_endpoints"] += [endpoint, gone]
+    described["flow_logs"].append(log)
+    found = sorted((f.detail["type"], f.aws_id) for f in find_unmanaged("realworld", state, described))
+    assert found == [("flow_logs", "fl-0000000000000000a"), ("vpc_endpoints", "vpce-0000000000000000a")]

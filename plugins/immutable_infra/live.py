@@ -40,6 +40,7 @@ def describe_group(ec2: Any, vpc_ids: list[str], group: str) -> dict[str, Any]:
     snap["network_interfaces"] = (
         ec2.describe_network_interfaces(Filters=flt)["NetworkInterfaces"] if vpc_ids else []
     )
+    snap.update(describe_vpc_extras(ec2, vpc_ids))
     tagged = ec2.describe_instances(Filters=[{"Name": "tag:Group", "Values": [group]}])["Reservations"]
     known = {i["InstanceId"] for i in snap.get("instances", [])}
     snap["instances"] = list(snap.get("instances", [])) + [
@@ -47,6 +48,18 @@ def describe_group(ec2: Any, vpc_ids: list[str], group: str) -> dict[str, Any]:
     ]
     snap["vpc_peering_connections"] = snap.get("peering_connections", [])
     return snap
+
+
+def describe_vpc_extras(ec2: Any, vpc_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """VPC endpoints and flow logs of the VPCs (filtered here: moto has no ``vpc-id`` filter for endpoints)."""
+    from immutable_infra.snapshot import _all, _plain
+
+    if not vpc_ids:
+        return {"vpc_endpoints": [], "flow_logs": []}
+    wanted = set(vpc_ids)
+    endpoints = [e for e in _all(ec2, "describe_vpc_endpoints", "VpcEndpoints") if e.get("VpcId") in wanted]
+    logs = [f for f in _all(ec2, "describe_flow_logs", "FlowLogs") if f.get("ResourceId") in wanted]
+    return {"vpc_endpoints": _plain(endpoints), "flow_logs": _plain(logs)}
 
 
 def live_instances(snapshot: dict[str, Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ Input is plain data: the managed resources of the group's state and the
 lists of ``describe_*`` calls (boto3 shapes) under the keys ``instances``,
 ``security_groups``, ``subnets``, ``route_tables``, ``network_interfaces``,
 ``internet_gateways``, ``nat_gateways``, ``vpc_peering_connections`` (and
-``network_acls`` when given). AWS-created defaults are not findings: the
+``network_acls``, ``vpc_endpoints``, ``flow_logs`` when given). AWS-created defaults are not findings: the
 VPC's main route table and its association, the default security group and
 network ACL, the local route, and network interfaces AWS creates for
 instances, NAT gateways and load balancers.
@@ -59,6 +59,8 @@ def _vpcs_of(kind: str, item: Mapping[str, Any]) -> set[str]:
             for side in ("RequesterVpcInfo", "AccepterVpcInfo")
             if (item.get(side) or {}).get("VpcId")
         }
+    if kind == "flow_logs":
+        return {item["ResourceId"]} if str(item.get("ResourceId", "")).startswith("vpc-") else set()
     return {item["VpcId"]} if item.get("VpcId") else set()
 
 
@@ -72,6 +74,8 @@ _ID_KEYS = {
     "nat_gateways": ("NatGatewayId", "NAT gateway"),
     "vpc_peering_connections": ("VpcPeeringConnectionId", "VPC peering connection"),
     "network_acls": ("NetworkAclId", "network ACL"),
+    "vpc_endpoints": ("VpcEndpointId", "VPC endpoint"),
+    "flow_logs": ("FlowLogId", "flow log"),
 }
 
 
@@ -86,6 +90,8 @@ def _gone(kind: str, item: Mapping[str, Any]) -> bool:
         return item.get("State") in ("deleted", "deleting", "failed")
     if kind == "vpc_peering_connections":
         return (item.get("Status") or {}).get("Code") in ("deleted", "rejected", "failed", "expired")
+    if kind == "vpc_endpoints":
+        return str(item.get("State", "")).lower() in ("deleted", "deleting", "rejected", "failed", "expired")
     return False
 
 
