@@ -424,10 +424,12 @@ import os, sys
 def test_leaky(applied_group, infra):
     assert len(applied_group.resources) >= 6
     point = os.environ["LEAKS_POINT"]
-    if point == "chaos":
-        from immutable_infra import experiment
+    if point == "chaos":  # one chaos batch: a fault injected through the chaos catalog, then the repair apply
+        from immutable_infra.chaos import CATALOG, Chaos
+        fault = CATALOG["instance_terminated"](applied_group.outputs["instance_ids"][0], applied_group.region, infra.run.id)
         print("LEAKS chaos", flush=True)
-        experiment.run(infra, "leaky", ["instance_terminated"], checks=[])
+        Chaos(infra.sandbox.client, infra.run.id).inject(fault)
+        infra.repair("leaky")
     elif point == "rebuild":
         print("LEAKS rebuild", flush=True)
         infra.rebuild("leaky")
@@ -493,8 +495,14 @@ def late_apply(lines, server, run_id):
     return _instances(server, run_id, "running") >= 3 and not any("[leaky] applied" in line for line in lines)
 
 
+def test_sigterm_during_a_chaos_batch_tears_down(kills):
+    k = kills["term-chaos"]
+    assert "LEAKS chaos" in k.output and "SIGTERM: stopping Terraform gracefully" in k.output
+    assert "[leaky] destroyed" in k.output and "Error" not in k.output.split("LEAKS chaos")[1].split("SIGTERM")[0]
+
+
 def chaos_batch(lines, server, run_id):
-    return any("LEAKS chaos" in line for line in lines) and _instances(server, run_id, "terminated") >= 1
+    return _after(lines, "LEAKS chaos", "[leaky] apply") and _instances(server, run_id, "terminated") >= 1
 
 
 def rebuild(lines, server, run_id):
@@ -560,7 +568,7 @@ KILLS = [
     Kill("kill-late-reap", "", late_apply, [signal.SIGKILL], "reap"),
     Kill("term-chaos", "chaos", chaos_batch, [signal.SIGTERM]),
     Kill("kill-rebuild", "rebuild", rebuild, [signal.SIGKILL], "down"),
-    Kill("term-destroy", "", destroy, [signal.SIGTERM]),
+    Kill("hup-destroy", "", destroy, [signal.SIGHUP]),
     Kill("term2-destroy", "", destroy, [signal.SIGTERM, signal.SIGTERM], "down"),
 ]
 
@@ -591,6 +599,7 @@ def test_nothing_is_left_after_a_kill(kills, name):
 def test_sigterm_during_the_apply_stops_terraform_then_destroys(kills):
     k = kills["term-early"]
     assert "SIGTERM: stopping Terraform gracefully, then destroying" in k.output
+    assert k.returncode == 2  # pytest's "interrupted", after the teardown and the reports
     assert "[leaky] destroyed" in k.output and "nothing tagged with it remains" in k.output
 
 
@@ -611,8 +620,8 @@ def test_reap_needs_no_local_state(kills):
 
 
 def test_a_first_signal_during_the_teardown_lets_it_finish_and_a_second_stops_at_once(kills):
-    once, twice = kills["term-destroy"], kills["term2-destroy"]
-    assert "the teardown is already running and will finish" in once.output
+    once, twice = kills["hup-destroy"], kills["term2-destroy"]
+    assert "SIGHUP: the teardown is already running and will finish" in once.output
     assert once.after_exit == []
     assert "SIGTERM again: stopped at once" in twice.output
     assert twice.returncode == 128 + signal.SIGTERM
