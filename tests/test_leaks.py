@@ -374,10 +374,10 @@ threading.Event().wait()
 """
 
 SESSION = """
-import os, subprocess, sys, threading
+import json, os, subprocess, sys, threading
 out = open(sys.argv[1], "w")
 env = {**os.environ, "IMMUTABLE_INFRA_PARENT_PID": str(os.getpid())}
-worker = subprocess.Popen([sys.executable, "-c", sys.argv[2]], stdout=out, env=env, start_new_session=True)
+worker = subprocess.Popen(json.loads(sys.argv[2]), stdout=out, env=env, start_new_session=True)
 print(worker.pid, flush=True)
 threading.Event().wait()
 """
@@ -391,10 +391,19 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie nobody reaped is dead
 
 
-def test_the_worker_and_its_providers_die_with_a_killed_parent(tmp_path):
+#: The embedded worker, and an external binary under ``tfworker --exec`` (a shell that starts a "provider").
+WORKERS = {
+    "embedded": [sys.executable, "-c", WORKER],
+    "external": [sys.executable, "-m", "immutable_infra.tfworker", "--exec", "/bin/sh", "-c", "sleep 1000 & echo $!; wait"],
+}
+
+
+@pytest.mark.parametrize("driver", list(WORKERS))
+def test_the_worker_and_its_providers_die_with_a_killed_parent(tmp_path, driver):
     """No pipe to break here: only the parent-death signal can end the worker (without it, this test hangs and fails)."""
     pids = tmp_path / "provider.pid"
-    session = subprocess.Popen([sys.executable, "-c", SESSION, str(pids), WORKER], stdout=subprocess.PIPE, text=True)
+    session = subprocess.Popen([sys.executable, "-c", SESSION, str(pids), json.dumps(WORKERS[driver])],
+                               stdout=subprocess.PIPE, text=True)
     worker = int(session.stdout.readline())
     deadline = time.monotonic() + 60
     while not pids.read_text().strip():

