@@ -18,6 +18,7 @@ from immutable_infra import experiment
 from immutable_infra.chaos import CATALOG, detection_matrix, missed, write_matrix
 from immutable_infra.findings import format_findings
 from immutable_infra.plugin import TOOL_ERRORS
+from immutable_infra import verify
 from immutable_infra.verify import CHECKS
 
 pytestmark = [pytest.mark.infra_destructive, pytest.mark.infra_check("chaos")]
@@ -27,10 +28,13 @@ pytestmark = [pytest.mark.infra_destructive, pytest.mark.infra_check("chaos")]
 def chaos_experiment(applied_group, infra, infra_report):
     config = applied_group.config.raw.get("chaos", {})
     faults = config.get("faults", list(CATALOG))
-    checks = config.get("checks", list(CHECKS))
     dry_run = infra.settings.chaos_dry_run
     __tracebackhide__ = True
     try:
+        # Only the checks that can give this group a verdict watch for faults (the others' suites say why not).
+        checks, not_here = verify.applicable(infra, applied_group.name, config.get("checks", list(CHECKS)))
+        if not_here:
+            infra_report.fact(applied_group.name, "chaos", checks_not_applicable=not_here)
         result = experiment.run(infra, applied_group.name, faults, checks, dry_run=dry_run, audit=infra.settings.audit)
     except TOOL_ERRORS as exc:
         pytest.fail(f"the chaos experiment on {applied_group.name} could not run: {exc}", pytrace=False)
