@@ -98,3 +98,48 @@ def test_history_and_summary_json_agree(tmp_path):
     (entry,) = read_history(tmp_path / "reports" / "history.jsonl")
     assert entry["groups"][G]["verdicts"] == {c: v["verdict"] for c, v in written["groups"][G]["checks"].items()}
     assert entry["groups"][G]["verdicts"]["chaos"] == "fail"
+
+
+SUITE = '''
+import pytest
+from immutable_infra.findings import Finding
+
+
+def test_records_a_finding_and_passes(infra, group_name, infra_report):
+    infra.run  # the session has a run: the reports get written
+    infra_report.findings(group_name, "drift", [Finding("drift", group_name, "aws_vpc.this", "vpc-1", "a", "b | c")])
+
+
+@pytest.mark.infra_check("roles")
+def test_fails_without_a_finding(group_name):
+    assert False, "roles missed it"
+
+
+def test_skipped_with_a_reason(group_name):
+    pytest.skip(f"{group_name} has no peering")
+'''
+
+
+def test_the_plugin_feeds_outcomes_node_ids_reasons_and_checks(pytester, moto_server, tmp_path, monkeypatch):
+    """Through pytest itself: the marker names a check, recording names one, a skip keeps its reason."""
+    import shutil
+    from pathlib import Path
+
+    tests = Path(__file__).parent
+    shutil.copytree(tests / "groups", pytester.path / "groups")
+    if (tests / "roles.toml").exists():
+        shutil.copy(tests / "roles.toml", pytester.path / "roles.toml")
+    monkeypatch.setenv("IMMUTABLE_INFRA_HOME", str(tmp_path / "home"))
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--groups-dir", "groups", "--aws-endpoint",
+                                           moto_server.url, "--reports-dir", "reports", "--group", "tiny")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    summary = json.loads((pytester.path / "reports" / "summary.json").read_text())["groups"]["tiny"]
+    assert {c: v["verdict"] for c, v in summary["checks"].items()} == {"drift": "pass", "roles": "fail"}
+    rows = {t["nodeid"].split("::")[1]: t for t in summary["test_outcomes"]}
+    assert rows["test_fails_without_a_finding[tiny]"]["checks"] == ["roles"]
+    assert "roles missed it" in rows["test_fails_without_a_finding[tiny]"]["reason"]
+    assert rows["test_skipped_with_a_reason[tiny]"]["reason"] == "tiny has no peering"
+    assert rows["test_records_a_finding_and_passes[tiny]"]["checks"] == ["drift"]
+    md = (pytester.path / "reports" / "summary.md").read_text()
+    assert "| roles | **FAIL** |" in md and "tiny has no peering" in md and "b \\| c" in md
