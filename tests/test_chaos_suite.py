@@ -117,7 +117,7 @@ def test_a_finding_no_fault_explains_fails_the_experiment_as_a_false_alarm(proje
 RULES_GROUP = {
     "group.toml": '''kind = "application"
 region = "ap-southeast-1"
-vpc_cidr = "10.93.0.0/16"
+vpc_cidr = "10.95.0.0/16"
 description = "two security groups whose rules are aws_security_group_rule resources, one sourced by the other"
 
 [chaos]
@@ -145,7 +145,7 @@ provider "aws" {
 }
 
 resource "aws_vpc" "this" {
-  cidr_block = "10.93.0.0/16"
+  cidr_block = "10.95.0.0/16"
   tags       = { Name = "rules-${var.run_id}" }
 }
 
@@ -167,7 +167,7 @@ resource "aws_security_group_rule" "app_from_vpc" {
   from_port         = 8080
   to_port           = 8080
   protocol          = "tcp"
-  cidr_blocks       = ["10.93.0.0/16"]
+  cidr_blocks       = ["10.95.0.0/16"]
 }
 
 resource "aws_security_group_rule" "db_from_app" {
@@ -234,6 +234,140 @@ def test_an_unrepaired_rule_is_reported_once_never_settled_and_a_failing_fault_i
     assert len(residue) == 1 and "0.0.0.0/0" in residue[0]["found"], "the open rule is reported, once"
     # no refresh-only apply ran over it (nor over any later batch)
     assert chaos["facts"]["unsettled_batches"] == [1, 2] or chaos["facts"]["unsettled_batches"] == [1]
+
+
+# Two roles in one subnet; app admits 8080 only from web's security group (a separate rule resource, the usual
+# pattern), and [[flows]] declares web -> app 8080; the other rules carry no declared flow.
+FLOW_GROUP = {
+    "group.toml": '''kind = "application"
+region = "ap-southeast-1"
+vpc_cidr = "10.96.0.0/16"
+description = "two roles and one flow carried by a security-group-sourced rule"
+
+[roles]
+web = 1
+app = 1
+
+[[flows]]
+from = "web@flowy"
+to = "app@flowy"
+protocol = "tcp"
+port = 8080
+
+[chaos]
+faults = ["flow_rule_revoked"]
+checks = ["drift", "reachability"]
+''',
+    "main.tf": '''terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws", version = "3.39.0" }
+  }
+}
+
+variable "run_id" {
+  type    = string
+  default = "local"
+}
+
+variable "region" {
+  type    = string
+  default = "ap-southeast-1"
+}
+
+variable "ami" {
+  type    = string
+  default = "ami-1e749f67"
+}
+
+provider "aws" {
+  region = var.region
+}
+
+resource "aws_vpc" "this" {
+  cidr_block = "10.96.0.0/16"
+  tags       = { Name = "flowy-${var.run_id}" }
+}
+
+resource "aws_subnet" "a" {
+  vpc_id            = aws_vpc.this.id
+  cidr_block        = "10.96.1.0/24"
+  availability_zone = "${var.region}a"
+  tags              = { Name = "flowy-a", Tier = "private" }
+}
+
+resource "aws_security_group" "web" {
+  name   = "flowy-web"
+  vpc_id = aws_vpc.this.id
+  tags   = { Purpose = "web" }
+}
+
+resource "aws_security_group" "app" {
+  name   = "flowy-app"
+  vpc_id = aws_vpc.this.id
+  tags   = { Purpose = "app" }
+}
+
+resource "aws_security_group_rule" "app_from_web" {
+  type                     = "ingress"
+  security_group_id        = aws_security_group.app.id
+  from_port                = 8080
+  to_port                  = 8080
+  protocol                 = "tcp"
+  source_security_group_id = aws_security_group.web.id
+}
+
+resource "aws_security_group_rule" "web_from_vpc" {
+  type              = "ingress"
+  security_group_id = aws_security_group.web.id
+  from_port         = 80
+  to_port           = 80
+  protocol          = "tcp"
+  cidr_blocks       = ["10.96.0.0/16"]
+}
+
+resource "aws_security_group_rule" "egress" {
+  for_each          = { web = aws_security_group.web.id, app = aws_security_group.app.id }
+  type              = "egress"
+  security_group_id = each.value
+  from_port         = 0
+  to_port           = 0
+  protocol          = "-1"
+  cidr_blocks       = ["0.0.0.0/0"]
+}
+
+resource "aws_instance" "web" {
+  ami                    = var.ami
+  instance_type          = "t3.micro"
+  subnet_id              = aws_subnet.a.id
+  vpc_security_group_ids = [aws_security_group.web.id]
+  tags                   = { Role = "web", Name = "flowy-web" }
+}
+
+resource "aws_instance" "app" {
+  ami                    = var.ami
+  instance_type          = "t3.micro"
+  subnet_id              = aws_subnet.a.id
+  vpc_security_group_ids = [aws_security_group.app.id]
+  tags                   = { Role = "app", Name = "flowy-app" }
+}
+''',
+}
+
+
+def test_a_rule_carrying_a_declared_flow_is_expected_and_seen_by_reachability(project, moto_server):
+    """The analyzer says which rule carries the declared flow, the fault takes it (a security-group-sourced
+    rule), and reachability must see it, and does."""
+    folder = project.path / "groups" / "flowy"
+    folder.mkdir()
+    for name, text in FLOW_GROUP.items():
+        (folder / name).write_text(text)
+    result = project.runpytest_subprocess("-p", "no:cacheprovider", "--groups-dir", "groups", "--aws-endpoint",
+                                          moto_server.url, "--reports-dir", "reports", "--group", "flowy")
+    result.assert_outcomes(passed=3, skipped=17)
+    chaos = json.loads((project.path / "reports" / "summary.json").read_text())["groups"]["flowy"]["checks"]["chaos"]
+    (row,) = chaos["tables"]["detection"]
+    assert row["expected"] == ["drift", "reachability"] and row["detected"] == ["drift", "reachability"]
+    assert chaos["verdict"] == "pass" and chaos["findings"] == []
 
 
 def test_dry_run_lists_the_calls_and_touches_nothing(project, moto_server):
