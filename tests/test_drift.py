@@ -116,3 +116,73 @@ def test_refresh_only_apply_hides_a_hand_made_rule_from_drift():
     assert "0.0.0.0/0" in str(findings[0].detail["live"]) and "22" in str(findings[0].detail["live"])
     after = Plan.from_json(json.loads((here / "plan_refresh_only_refreshed.json").read_text()))
     assert find_drift(after, "realworld") == ([], [])
+
+
+def _route(gateway: str = "", nat: str = "") -> dict:
+    return {"carrier_gateway_id": "", "cidr_block": "0.0.0.0/0", "destination_prefix_list_id": "",
+            "egress_only_gateway_id": "", "gateway_id": gateway, "instance_id": "", "ipv6_cidr_block": "",
+            "local_gateway_id": "", "nat_gateway_id": nat, "network_interface_id": "", "transit_gateway_id": "",
+            "vpc_endpoint_id": "", "vpc_peering_connection_id": ""}
+
+
+def _after_repair_plan(table_before: list, table_after: list, eip_before: dict, eip_after: dict,
+                       nat_allocation: str = "eipalloc-0000000000000000a", extra_drift: tuple = ()) -> Plan:
+    """The shapes left after a repair apply on tests/groups/realworld (seen in its chaos run): the state's
+    inline copies of the private table's routes and of the NAT EIP's association are from before the repair."""
+    table = "rtb-0000000000000000a"
+    prior = {"values": {"root_module": {"resources": [], "child_modules": [{"address": "module.vpc", "resources": [
+        {"address": "module.vpc.aws_route.private_nat_gateway[0]", "mode": "managed", "type": "aws_route",
+         "name": "private_nat_gateway", "values": {"id": "r-rtb-0000000000000000a1080289494", "route_table_id": table,
+                                                   "destination_cidr_block": "0.0.0.0/0", "nat_gateway_id": "nat-0000000000000000b"}},
+        {"address": "module.vpc.aws_nat_gateway.this[0]", "mode": "managed", "type": "aws_nat_gateway", "name": "this",
+         "values": {"id": "nat-0000000000000000b", "allocation_id": nat_allocation,
+                    "network_interface_id": "eni-0000000000000000b"}},
+    ]}]}}}
+    drift = [
+        {"address": "module.vpc.aws_route_table.private[0]", "mode": "managed", "type": "aws_route_table",
+         "name": "private", "change": {"actions": ["update"], "before": {"id": table, "route": table_before},
+                                        "after": {"id": table, "route": table_after}}},
+        {"address": "module.vpc.aws_eip.nat[0]", "mode": "managed", "type": "aws_eip", "name": "nat",
+         "change": {"actions": ["update"], "before": dict(eip_before, id="eipalloc-0000000000000000a"),
+                    "after": dict(eip_after, id="eipalloc-0000000000000000a")}},
+        *extra_drift,
+    ]
+    return Plan.from_json({"format_version": "1.2", "resource_drift": drift, "prior_state": prior})
+
+
+OLD_EIP = {"network_interface": "eni-0000000000000000a", "private_ip": "10.93.1.10", "private_dns": "ip-10-93-1-10.internal",
+           "association_id": "eipassoc-0000000000000000a"}
+NEW_EIP = {"network_interface": "eni-0000000000000000b", "private_ip": "10.93.1.20", "private_dns": "ip-10-93-1-20.internal",
+           "association_id": "eipassoc-0000000000000000b"}
+
+
+def test_stale_state_copies_after_a_repair_are_noise():
+    # the table's inline route still says "hijacked to the IGW", the EIP still names the deleted NAT's interface
+    plan = _after_repair_plan([_route(gateway="igw-0000000000000000a")], [_route(nat="nat-0000000000000000b")],
+                              OLD_EIP, NEW_EIP)
+    findings, table = find_drift(plan, "realworld")
+    assert findings == []
+    assert {r["classification"] for r in table} == {"noise:routes-by-route-resources", "noise:eip-association"}
+
+
+def test_the_same_attributes_changed_out_of_band_are_still_drift():
+    # route hijacked to the IGW while the managed route says NAT; EIP moved to an interface no managed NAT uses
+    plan = _after_repair_plan([_route(nat="nat-0000000000000000b")], [_route(gateway="igw-0000000000000000a")],
+                              NEW_EIP, dict(NEW_EIP, network_interface="eni-0000000000000000f"))
+    got = {(f.address, f.detail["attribute"]) for f in find_drift(plan, "realworld")[0]}
+    assert ("module.vpc.aws_route_table.private[0]", "route") in got
+    assert ("module.vpc.aws_eip.nat[0]", "network_interface") in got
+    # the EIP on a NAT gateway that does not use its allocation is drift too
+    plan = _after_repair_plan([_route(nat="nat-0000000000000000b")], [_route(nat="nat-0000000000000000b")],
+                              OLD_EIP, NEW_EIP, nat_allocation="eipalloc-0000000000000000f")
+    assert {f.detail["attribute"] for f in find_drift(plan, "realworld")[0]} >= {"network_interface", "private_ip"}
+
+
+def test_a_managed_route_deleted_out_of_band_is_still_found_on_its_own_resource():
+    missing = {"address": "module.vpc.aws_route.private_nat_gateway[0]", "mode": "managed", "type": "aws_route",
+               "name": "private_nat_gateway", "change": {"actions": ["delete"], "before": {
+                   "id": "r-rtb-0000000000000000a1080289494"}, "after": None}}
+    plan = _after_repair_plan([_route(nat="nat-0000000000000000b")], [], NEW_EIP, NEW_EIP, extra_drift=(missing,))
+    findings, _ = find_drift(plan, "realworld")
+    assert [(f.address, f.detail["classification"]) for f in findings] == [
+        ("module.vpc.aws_route.private_nat_gateway[0]", "missing")]

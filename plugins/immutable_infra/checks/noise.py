@@ -127,11 +127,21 @@ def associated_with_managed(diff: Difference) -> bool:
 
     Unset before, a value after, and the EIP's network interface or instance
     belongs to a managed NAT gateway, instance or ``aws_eip_association``.
-    An EIP moved to anything else out of band stays drift.
+    An EIP moved to anything else out of band stays drift. A *changed*
+    association (a value before and another after) is noise only when the
+    EIP now sits on the managed NAT gateway that uses its allocation: a NAT
+    gateway replaced by an apply (after ``nat_deleted``) gets a new interface,
+    and the state keeps the old one's address fields until a refresh.
     """
-    if diff.before not in _EMPTY or diff.after in _EMPTY:
+    if diff.after in _EMPTY:
         return False
     after = diff.resource_after or {}
+    if diff.before not in _EMPTY:
+        eni = after.get("network_interface")
+        return bool(eni) and any(
+            v.get("allocation_id") == diff.resource_id and v.get("network_interface_id") == eni
+            for v in diff.managed("aws_nat_gateway")
+        )
     enis = {v.get("network_interface_id") for v in diff.managed("aws_nat_gateway")}
     enis |= {v.get("primary_network_interface_id") for v in diff.managed("aws_instance")}
     enis |= {v.get("id") for v in diff.managed("aws_network_interface")}
@@ -276,9 +286,30 @@ def filled_by_security_group_rules(diff: Difference) -> bool:
     return _filled_by(_sg_entry_managed)(diff)
 
 
+def _route_destination_managed(diff: Difference, entry: Mapping[str, Any]) -> bool:
+    return any(
+        route.get("route_table_id") == diff.resource_id
+        and (route.get("destination_cidr_block") or "") == (entry.get("cidr_block") or "")
+        and (route.get("destination_ipv6_cidr_block") or "") == (entry.get("ipv6_cidr_block") or "")
+        and (route.get("destination_prefix_list_id") or "") == (entry.get("destination_prefix_list_id") or "")
+        for route in diff.managed("aws_route")
+    )
+
+
 def filled_by_routes(diff: Difference) -> bool:
-    """Only entries added, each one a managed ``aws_route`` of this table."""
-    return _filled_by(_route_entry_managed)(diff)
+    """Entries added are managed ``aws_route`` resources of this table; entries gone are stale copies of them.
+
+    An entry the state had and AWS no longer has is harmless when a managed
+    ``aws_route`` owns that destination: the state's inline copy is stale (an
+    apply that repaired the route refreshed the table before the route), and
+    the route itself is checked on its own ``aws_route`` (missing, or drifted).
+    """
+    split = _added_removed(diff)
+    if split is None:
+        return False
+    added, removed = split
+    return all(_route_entry_managed(diff, e) for e in added) and all(
+        _route_destination_managed(diff, e) for e in removed)
 
 
 def filled_by_network_acl_rules(diff: Difference) -> bool:
