@@ -45,6 +45,7 @@ def test_group_cycle(project):
     (project.path / "groups" / "tiny" / "group.toml").write_text(
         'kind = "ops-center"\nregion = "ap-southeast-1"\nvpc_cidr = "10.90.0.0/16"\n[inputs]\nx = "tiny-app.subnet_id"\n'
     )
+    (project.path / "groups" / "tiny" / "x.tf").write_text('variable "x" {\n  type = string\n}\n')  # the input is declared
     assert_one_clear_error(run(project, "--group", "tiny-app"), "group cycle: tiny-app -> tiny -> tiny-app*")
 
 
