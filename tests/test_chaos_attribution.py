@@ -173,3 +173,57 @@ def test_the_analyzer_says_which_rules_carry_a_declared_flow():
     for rule in carrying:
         blocked = [f for f in (ssh, app) if not analyze(f, chaos.without_rule(snap, rule), addresses).reachable]
         assert blocked, rule
+
+
+def test_the_analyzer_says_which_acls_carry_a_declared_ssh_flow():
+    """acl_deny_added denies tcp 22: reachability is expected only where that blocks a declared flow
+    (on a group whose only flow is 8080, as the realworld test group's, it is drift's alone)."""
+    import json
+    from pathlib import Path
+
+    from immutable_infra.checks.reachability import analyze
+    from immutable_infra.flows import Flow
+
+    data = Path(__file__).parent / "data" / "reachability"
+    snap = json.loads((data / "peered_vpcs.json").read_text())
+    addresses = json.loads((data / "peered_vpcs.addresses.json").read_text())
+    ssh = Flow("ci@ops-sg", "microservice@prd-sg-slave", "tcp", 22)
+    app = Flow("reverse-proxy@prd-sg-slave", "microservice@prd-sg-slave", "tcp", 8080)
+    acls = [a["NetworkAclId"] for a in snap["network_acls"]]
+    carrying = experiment.acls_carrying_flows([ssh, app], snap, addresses, acls)
+    assert carrying and set(carrying) < set(acls), "only the ACL in the SSH flow's path carries it"
+    for acl in carrying:  # each one really blocks the flow, by the analyzer's own verdict
+        assert not analyze(ssh, chaos.with_acl_deny(snap, acl), addresses).reachable
+    assert experiment.acls_carrying_flows([app], snap, addresses, acls) == [], "a deny of port 22 blocks no 8080 flow"
+    assert experiment.acls_carrying_flows([], snap, addresses, acls) == []
+
+
+def test_acl_deny_expects_reachability_only_on_a_flow_and_prefers_such_acls():
+    def acl(aid):
+        return {"NetworkAclId": aid, "Tags": [{"Key": "Run", "Value": RUN}], "Associations": [{"SubnetId": "subnet-1"}],
+                "Entries": []}
+
+    snap = {"region": "ap-southeast-1", "network_acls": [acl("acl-1"), acl("acl-2")]}
+    fault = chaos.AclDenyAdded.select(snap, RUN, GROUP, 0)
+    assert fault.expected() == ("drift",), "a deny that blocks no declared flow is not expected by reachability"
+    snap["flow_acls"] = ["acl-2"]
+    for index in range(4):
+        fault = chaos.AclDenyAdded.select(snap, RUN, GROUP, index)
+        assert (fault.target, fault.carries_flow) == ("acl-2", True)
+    assert fault.expected() == ("drift", "reachability")
+    assert eval(repr(fault), vars(chaos)) == fault
+
+
+def test_s3_made_public_takes_only_a_bucket_whose_policy_terraform_manages():
+    """On a bucket without a managed policy no check sees a public policy and no apply removes it: no target,
+    and the experiment says what the fault needs."""
+    def bucket(name, policy):
+        return {"Name": name, "Tags": {"Run": RUN, "Group": GROUP}, "Policy": policy}
+
+    snap = {"region": "ap-southeast-1", "buckets": [bucket("b-logs", None)]}
+    assert chaos.S3MadePublic.select(snap, RUN, GROUP, 0) is None
+    batches, skipped = plan_batches(snap, RUN, GROUP, ["s3_made_public"])
+    assert not batches and "aws_s3_bucket_policy" in skipped["s3_made_public"]
+    snap["buckets"].append(bucket("b-artifacts", '{"Statement": []}'))
+    fault = chaos.S3MadePublic.select(snap, RUN, GROUP, 0)
+    assert (fault.target, fault.expected()) == ("b-artifacts", ("drift",))

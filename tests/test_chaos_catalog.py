@@ -135,6 +135,10 @@ def build_group(clients, run: str) -> dict:
     bucket = f"ii-{GROUP}-artifacts-{run}"
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": [{"Key": "Run", "Value": run}]})
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({  # as the group's aws_s3_bucket_policy would
+        "Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                                                "Resource": f"arn:aws:s3:::{bucket}/*",
+                                                "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
     # not of this run: an SG and an instance someone else owns, in the same VPC
     outsider_sg = ec2.create_security_group(GroupName="someone-else", Description="not ours", VpcId=vpc,
                                             TagSpecifications=spec("security-group", None))["GroupId"]
@@ -280,7 +284,7 @@ def check_route53_record_changed(clients, group, fault):
 def check_s3_made_public(clients, group, fault):
     policy = json.loads(clients("s3", REGION).get_bucket_policy(Bucket=fault.target)["Policy"])
     assert policy["Statement"][0]["Principal"] == "*"
-    assert fault.expected() == ()  # the seed groups manage neither policy nor ACL: a declared blind spot
+    assert fault.expected() == ("drift",)  # only a bucket whose policy Terraform manages is a target: drift sees it
 
 
 def check_stale_ami_replacement(clients, group, fault):

@@ -250,6 +250,8 @@ class Fault:
     repair: ClassVar[str] = REPAIR
     #: True when the fault adds something Terraform will not delete (``undo`` removes it)
     adds_unmanaged: ClassVar[bool] = False
+    #: what a target must be, said when a group has none (the chaos test's skip reason)
+    needs: ClassVar[str] = ""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
@@ -759,23 +761,59 @@ class PeeringDeleted(Fault):
         clients("ec2", self.region).delete_vpc_peering_connection(VpcPeeringConnectionId=self.target)
 
 
+#: The entry ``acl_deny_added`` adds: rule 1, deny inbound SSH from anywhere.
+ACL_DENY_ENTRY: Mapping[str, Any] = {"RuleNumber": 1, "Protocol": "6", "RuleAction": "deny", "Egress": False,
+                                     "CidrBlock": "0.0.0.0/0", "PortRange": {"From": 22, "To": 22}}
+
+
+def with_acl_deny(snapshot: Mapping[str, Any], acl_id: str) -> dict[str, Any]:
+    """A copy of the snapshot in which network ACL ``acl_id`` carries :data:`ACL_DENY_ENTRY`."""
+    out = dict(snapshot)
+    out["network_acls"] = [
+        {**acl, "Entries": [dict(ACL_DENY_ENTRY)] + list(acl.get("Entries") or ())}
+        if acl.get("NetworkAclId") == acl_id else acl
+        for acl in snapshot.get("network_acls", [])
+    ]
+    return out
+
+
 @dataclass(frozen=True, repr=False)
 class AclDenyAdded(Fault):
-    """Rule number 1 of a network ACL denies inbound SSH: it wins over every allow."""
+    """Rule number 1 of a network ACL denies inbound SSH: it wins over every allow.
+
+    Drift always sees it; reachability only when the deny blocks a declared
+    flow (``carries_flow``), which ``select`` learns from
+    ``snapshot["flow_acls"]``: the ACLs where the analyzer itself finds a
+    declared flow blocked by this entry (:func:`with_acl_deny`). Such ACLs
+    are preferred, so index 0 exercises reachability whenever the group can.
+    """
+
+    carries_flow: bool = False
 
     name: ClassVar[str] = "acl_deny_added"
-    expected_checks: ClassVar[tuple[str, ...]] = ("drift", "reachability")
+    expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
+    conditional_checks: ClassVar[Mapping[str, str]] = {
+        "reachability": "when the deny blocks a declared flow ([[flows]] on tcp 22 through that ACL): the analyzer says so",
+    }
     summary: ClassVar[str] = "add ACL rule 1: deny tcp 22 inbound from 0.0.0.0/0"
     adds_unmanaged: ClassVar[bool] = True
 
+    def expected(self):
+        return self.expected_checks + (("reachability",) if self.carries_flow else ())
+
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
+        flow_acls = set(snapshot.get("flow_acls") or ())
         acls = sorted((a for a in snapshot.get("network_acls", [])
                        if _has_run(a, run_id) and a.get("Associations")
                        and not any(e.get("RuleNumber") == 1 and not e.get("Egress") for e in a.get("Entries") or ())),
-                      key=lambda a: a["NetworkAclId"])
+                      key=lambda a: (a["NetworkAclId"] not in flow_acls, a["NetworkAclId"]))
+        if any(a["NetworkAclId"] in flow_acls for a in acls):  # the flow-carrying ones only, as flow_rule_revoked
+            acls = [a for a in acls if a["NetworkAclId"] in flow_acls]
         acl = _pick(acls, rng_or_index)
-        return None if acl is None else cls(acl["NetworkAclId"], snapshot.get("region", ""), run_id)
+        if acl is None:
+            return None
+        return cls(acl["NetworkAclId"], snapshot.get("region", ""), run_id, acl["NetworkAclId"] in flow_acls)
 
     def plan(self, ec2=None):
         return [f"ec2.create_network_acl_entry(NetworkAclId={self.target!r}, RuleNumber=1, Egress=False, "
@@ -1027,9 +1065,10 @@ class S3MadePublic(Fault):
     Seen by drift only where the group's Terraform declares the bucket
     policy (the seed groups do, with ``aws_s3_bucket_policy``): provider
     3.39.0 reads a bucket policy back only when its state holds one and never
-    reads the ACL back. ``select`` sets ``policy_managed`` when the bucket has
-    a policy; a group without one gets no expected check (a blind spot the
-    detection matrix shows as such).
+    reads the ACL back. ``select`` therefore takes only buckets that have a
+    policy (``policy_managed``): on a bucket without one no check would see
+    the fault and no apply would remove it, so a group without such a bucket
+    has no target, and its chaos test is skipped saying why.
     """
 
     method: str = "policy"
@@ -1042,6 +1081,8 @@ class S3MadePublic(Fault):
                  "(provider 3.39.0 never reads the ACL back); the seed groups declare neither",
     }
     summary: ClassVar[str] = "make the group's bucket public (public-read policy or ACL)"
+    needs: ClassVar[str] = ("a bucket whose policy the group's Terraform manages (aws_s3_bucket_policy): "
+                            "a public policy on any other bucket is seen by no check and removed by no apply")
 
     def expected(self):
         return ("drift",) if self.policy_managed and self.method == "policy" else ()
@@ -1049,7 +1090,8 @@ class S3MadePublic(Fault):
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
         buckets = sorted((b for b in snapshot.get("buckets", []) if b.get("Tags", {}).get(RUN_TAG) == run_id
-                          and b.get("Tags", {}).get("Group", group) == group), key=lambda b: b["Name"])
+                          and b.get("Tags", {}).get("Group", group) == group and b.get("Policy")),
+                         key=lambda b: b["Name"])
         bucket = _pick(buckets, rng_or_index)
         if bucket is None:
             return None
@@ -1234,6 +1276,7 @@ def finding_resources(finding: Any) -> set[str]:
     found = {finding.aws_id, finding.address}
     detail = finding.detail or {}
     found |= {str(detail[k]) for k in ("source_instance", "destination_instance") if detail.get(k)}
+    found |= {str(i) for i in detail.get("declared_instances") or ()}  # the instances a flow lost at an end
     return {f for f in found if f}
 
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from immutable_infra.chaos import (
     CATALOG, Chaos, Fault, FaultRefused, candidates, describe_extras, disjoint, finding_resources, sg_rules,
-    touched, without_rule,
+    touched, with_acl_deny, without_rule,
 )
 from immutable_infra.findings import Finding
 
@@ -149,6 +149,21 @@ def rules_carrying_flows(flows: Sequence[Any], snapshot: Mapping[str, Any], addr
     return carrying
 
 
+def acls_carrying_flows(flows: Sequence[Any], snapshot: Mapping[str, Any], addresses: Mapping[str, str],
+                        acls: Iterable[str]) -> list[str]:
+    """The network ACLs of the group where ``acl_deny_added``'s entry blocks a declared flow reachable now."""
+    from immutable_infra.checks.reachability import analyze_all
+
+    if not flows:
+        return []
+    reachable = {v.flow.name for v in analyze_all(flows, dict(snapshot), dict(addresses)) if v.reachable}
+    if not reachable:
+        return []
+    return [acl for acl in acls
+            if any(v.flow.name in reachable and not v.reachable
+                   for v in analyze_all(flows, with_acl_deny(snapshot, acl), dict(addresses)))]
+
+
 # -- against a running group
 
 def snapshot(h: "Harness", name: str, checks: Iterable[str] = ()) -> dict[str, Any]:
@@ -168,6 +183,8 @@ def snapshot(h: "Harness", name: str, checks: Iterable[str] = ()) -> dict[str, A
             run_snap = run_snapshot(h)
             snap["flow_rules"] = rules_carrying_flows(
                 flows, run_snap, run_snap["addresses"], [g["GroupId"] for g in snap.get("security_groups", [])])
+            snap["flow_acls"] = acls_carrying_flows(
+                flows, run_snap, run_snap["addresses"], [a["NetworkAclId"] for a in snap.get("network_acls", [])])
     return snap
 
 
@@ -192,7 +209,8 @@ def plan_batches(snap: dict[str, Any], run_id: str, group: str, names: Iterable[
     for name in names:
         cands = candidates(name, snap, run_id, group, addresses, seed)
         if not cands:
-            skipped[name] = f"no target for {name} in {group}"
+            needs = CATALOG[name].needs
+            skipped[name] = f"no target for {name} in {group}" + (f": it needs {needs}" if needs else "")
             continue
         placed = False
         for batch in batches:

@@ -99,18 +99,45 @@ def roles(h: "Harness", name: str) -> Result:
         name, config.kind, config.roles, instances, subnets, groups,
         load_roles(root / "roles.toml"), root / "playbooks",
     )
-    # A missing role instance is named by what the state says it was: its address and id.
-    live_ids = {i["InstanceId"] for i in instances}
     declared = [(r.address, str(r.aws_id), (r.values.get("tags") or {}).get("Role"))
                 for r in state_resources(h.deployer.terraform(name).state()) if r.type == "aws_instance"]
-    for i, f in enumerate(findings):
-        role = f.detail.get("role")
-        if role and f.detail.get("found", 0) < f.detail.get("expected", 0):
-            gone = [(a, iid) for a, iid, r in declared if r == role and iid not in live_ids]
-            if gone:
-                findings[i] = replace(f, address=gone[0][0], aws_id=gone[0][1],
-                                      found=f"{f.found}; gone: " + ", ".join(f"{a} ({iid})" for a, iid in gone))
-    return Result("roles", findings)
+    return Result("roles", name_count_findings(findings, declared, instances))
+
+
+def name_count_findings(findings: list[Finding], declared: list[tuple[str, str, str | None]],
+                        instances: list[dict[str, Any]]) -> list[Finding]:
+    """Name the instances behind a role count that is off, so the finding is about a resource.
+
+    ``declared`` holds (address, instance id, Role tag) from the state. A
+    shortfall names the declared instances of the role that are gone or now
+    carry another Role tag; a surplus names the live instances carrying the
+    role that the state declares with another role, or does not declare.
+    """
+    live_role = {i["InstanceId"]: {t["Key"]: t["Value"] for t in i.get("Tags") or []}.get("Role") for i in instances}
+    by_id = {iid: (address, role) for address, iid, role in declared}
+    out = []
+    for f in findings:
+        role, want, have = f.detail.get("role"), f.detail.get("expected"), f.detail.get("found")
+        if not role or want is None or have is None or want == have:
+            out.append(f)
+            continue
+        if have < want:
+            gone = [(a, iid) for a, iid, r in declared if r == role and iid not in live_role]
+            moved = [(a, iid) for a, iid, r in declared if r == role and iid in live_role and live_role[iid] != role]
+            named = [("gone", gone), ("now another role", moved)]
+        else:
+            moved = [(by_id[iid][0], iid) for iid, r in sorted(live_role.items())
+                     if r == role and iid in by_id and by_id[iid][1] != role]
+            extra = [("", iid) for iid, r in sorted(live_role.items()) if r == role and iid not in by_id]
+            named = [("declared as another role", moved), ("not in the state", extra)]
+        first = next((items[0] for _, items in named if items), None)
+        if first is None:
+            out.append(f)
+            continue
+        text = "; ".join(f"{label}: " + ", ".join(f"{a} ({iid})" if a else iid for a, iid in items)
+                         for label, items in named if items)
+        out.append(replace(f, address=first[0], aws_id=first[1], found=f"{f.found}; {text}"))
+    return out
 
 
 def _placement(h: "Harness", name: str, instances: list[dict[str, Any]],
@@ -173,9 +200,47 @@ def reachability(h: "Harness", name: str, snapshot: dict[str, Any] | None = None
     flows, _ = declared_flows(h.catalog, name, applied_groups(h), "flows")
     isolation, _ = declared_flows(h.catalog, name, applied_groups(h), "isolation")
     findings = find_flow_violations(flows, isolation, snapshot, addresses, name)
+    if any(f.detail.get("code") in LOST_END for f in findings):
+        findings = name_lost_ends(findings, flows, declared_roles(h))
     findings += find_peering_problems(snapshot, addresses, name)
     matrix = reachability_matrix(analyze_all(flows + isolation, snapshot, addresses))
     return Result("reachability", findings, {"matrix": matrix})
+
+
+#: Verdict codes of a flow that lost an end (no live instance carries the end's role and group).
+LOST_END = {"NO_SOURCE_INSTANCE": "source", "NO_DESTINATION_INSTANCE": "destination"}
+
+
+def declared_roles(h: "Harness") -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(group, Role tag) -> [(address, instance id)] of the instances the applied groups' states declare."""
+    from immutable_infra.plan import state_resources
+
+    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for group in sorted(applied_groups(h)):
+        for r in state_resources(h.deployer.terraform(group).state()):
+            role = (r.values.get("tags") or {}).get("Role") if r.type == "aws_instance" else None
+            if role and r.aws_id:
+                out.setdefault((group, role), []).append((r.address, str(r.aws_id)))
+    return out
+
+
+def name_lost_ends(findings: list[Finding], flows: list[Any],
+                   declared: dict[tuple[str, str], list[tuple[str, str]]]) -> list[Finding]:
+    """A flow that lost an end is about the instances the state declares at that end (gone or re-tagged)."""
+    by_name = {flow.name: flow for flow in flows}
+    out = []
+    for f in findings:
+        end = LOST_END.get(f.detail.get("code", ""))
+        flow = by_name.get(f.detail.get("flow", ""))
+        if not end or flow is None or f.aws_id:
+            out.append(f)
+            continue
+        role, group = ((flow.source_role, flow.source_group) if end == "source"
+                       else (flow.destination_role, flow.destination_group))
+        lost = declared.get((group, role), [])
+        out.append(replace(f, address=lost[0][0], aws_id=lost[0][1],
+                           detail={**f.detail, "declared_instances": [iid for _, iid in lost]}) if lost else f)
+    return out
 
 
 def parity(h: "Harness", name: str) -> Result:
