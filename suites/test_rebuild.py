@@ -11,6 +11,9 @@ pytestmark = [pytest.mark.infra_destructive, pytest.mark.infra_check("rebuild")]
 
 def test_rebuilt_group_equals_the_original(rebuilt_group, infra_report):
     r = rebuilt_group
+    assert not r.before_findings, (
+        f"{r.name}: not compared: the group was not clean before the rebuild (each finding below would show again "
+        "as a difference; fix or repair it first):\n" + format_findings(r.before_findings))
     findings = compare_rebuild(
         r.name, r.before_state, r.after_state, r.before_outputs, r.after_outputs, r.before_verdicts, r.after_verdicts
     )

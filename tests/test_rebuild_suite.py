@@ -47,6 +47,9 @@ def test_rebuild_passes_and_writes_history_summary_and_trend(project, moto_serve
     assert 'name="rebuild_seconds"' in junit and 'name="budget_seconds" value="600.0"' in junit
     assert 'name="slowest_resource" value="aws_' in junit
     result.stdout.fnmatch_lines(["*group*rebuild s*findings*", "tiny *destroyed*"])
+    # the terminal summary says what was checked, and what was not and why
+    result.stdout.fnmatch_lines(["tiny checks: rebuild pass",
+                                 "  not checked: test_rebuild_time_does_not_regress*: *--rebuild-regression*"])
 
 
 def test_budget_below_the_measured_time_fails_naming_the_slowest_resources(project, moto_server):
@@ -83,3 +86,22 @@ def change_the_group_before_rebuild(request):
     result = run(project, moto_server, "--group", "tiny-app", "-k", "equals_the_original")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*the rebuilt group differs from the original*", "*aws_subnet.app*Label*"])
+
+
+def test_a_group_not_clean_before_the_rebuild_is_not_compared(project, moto_server):
+    """The comparison's "before" must be proven clean: drift left by an earlier test is named once, never shown as
+    a rebuilt-vs-original difference."""
+    project.makeconftest('''
+import pytest
+from immutable_infra.plan import state_resources
+
+@pytest.fixture(scope="session", autouse=True)
+def a_tag_changed_by_hand_before_rebuild(request):
+    group = request.getfixturevalue("applied_group")
+    [subnet] = [r.aws_id for r in state_resources(group.state()) if r.type == "aws_subnet"]
+    group.client("ec2").create_tags(Resources=[subnet], Tags=[{"Key": "Tier", "Value": "changed-by-hand"}])
+''')
+    result = run(project, moto_server, "--group", "tiny", "-k", "equals_the_original")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*not compared: the group was not clean before the rebuild*", "*aws_subnet.a*"])
+    assert "differs from the original" not in result.stdout.str()

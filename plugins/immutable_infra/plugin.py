@@ -234,6 +234,8 @@ class RebuiltGroup:
     after_outputs: dict[str, Any]
     before_verdicts: list[dict[str, Any]] = field(default_factory=list)
     after_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    #: drift and unmanaged findings before the rebuild: the original was not clean, so it is not compared
+    before_findings: list[Any] = field(default_factory=list)
 
 
 def _verdicts(infra: Harness, name: str) -> list[dict[str, Any]]:
@@ -249,7 +251,10 @@ def rebuilt_group(applied_group: AppliedGroup, infra: Harness, infra_report: Rep
     """Destroy the applied group (and the applied groups that depend on it) and recreate it, timed."""
     __tracebackhide__ = True
     name = applied_group.name
+    from immutable_infra import verify
+
     with cannot_check(infra, f"rebuild of {name}"):
+        unclean = verify.unclean(infra, name)  # the "before" must be proven clean (no chaos residue, no drift)
         before = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
     with cannot_check(infra, f"rebuild of {name}"):
         timing = infra.rebuild(name)
@@ -258,7 +263,7 @@ def rebuilt_group(applied_group: AppliedGroup, infra: Harness, infra_report: Rep
     budget = applied_group.config.rebuild_budget_seconds
     infra_report.fact(name, "rebuild", **{k: v for k, v in timing.items() if k not in ("destroy_resource_seconds", "group")},
                       budget_seconds=budget)
-    return RebuiltGroup(name, budget, timing, before[0], after[0], before[1], after[1], before[2], after[2])
+    return RebuiltGroup(name, budget, timing, before[0], after[0], before[1], after[1], before[2], after[2], unclean)
 
 
 @pytest.fixture(scope="session")
@@ -438,6 +443,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"{name:<16} {rec.status:<12} {len(rec.resources):>9} {_s(t.get('apply')):>8} {_s(t.get('destroy')):>9}"
             f" {_s(rebuild):>9}  {nfind}"
         )
+    if reporter is not None:
+        _write_coverage(tr, reporter, run.order)
     for problem in config.stash[TEARDOWN]:
         tr.write_line(problem, red=True)
     if run.keep:
@@ -445,6 +452,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(f"run {run.id} is kept; destroy it with: immutable-infra down --run-id {run.id}{endpoint}", yellow=True)
     if reporter is not None and reporter.written:
         tr.write_line("reports: " + ", ".join(os.path.relpath(p) for p in reporter.written))
+
+
+def _write_coverage(tr: Any, reporter: Reporter, groups: list[str]) -> None:
+    """Per group: each check's verdict, then every test that did not look, with its reason."""
+    for name in groups:
+        verdicts = reporter.verdicts(name)
+        if verdicts:
+            tr.write_line(f"{name} checks: " + ", ".join(f"{c} {v['verdict']}" for c, v in sorted(verdicts.items())))
+        for test in reporter.test_outcomes.get(name, []):
+            if test.outcome == "skipped":
+                short = test.nodeid.split("::", 1)[-1]
+                tr.write_line(f"  not checked: {short}: {test.reason}", yellow=True)
 
 
 def _s(value: float | None) -> str:

@@ -267,6 +267,12 @@ CHECKS: dict[str, Callable[["Harness", str], Result]] = {
 }
 
 
+def unclean(h: "Harness", name: str) -> list[Finding]:
+    """Drift and unmanaged findings of the group now: a group with any is no clean "before" for a comparison."""
+    checks, _ = applicable(h, name, ["drift", "unmanaged"])
+    return [f for check in checks for f in CHECKS[check](h, name).findings]
+
+
 def verify_group(h: "Harness", name: str, checks: list[str] | None = None) -> dict[str, Result]:
     """Run the named checks (all by default) on one applied group."""
     return {c: CHECKS[c](h, name) for c in (checks or list(CHECKS))}
