@@ -475,6 +475,7 @@ class Kill:
     followup_result: subprocess.CompletedProcess | None = None
     at_end: list[str] = field(default_factory=list)
     error: str = ""
+    dropped: int = 0  # instances the killed apply's state held, dropped from it before the follow-up
 
     @property
     def run_id(self) -> str:
@@ -562,6 +563,8 @@ def run_session(server, base: Path, kill: Kill) -> Kill:
     kill.workers = terraform_processes(home)
     kill.after_exit = left(server, kill.run_id)
     if kill.followup == "down":
+        if kill.name == "kill-late-down":
+            kill.dropped = drop_instances_from_state(home / "runs" / kill.run_id / "groups" / "leaky")
         kill.followup_result = cli("down", "--run-id", kill.run_id, home=home)
     elif kill.followup == "reap":
         shutil.rmtree(home / "runs" / kill.run_id)  # another machine's crashed job: no local state at all
@@ -569,6 +572,25 @@ def run_session(server, base: Path, kill: Kill) -> Kill:
                                    "--groups-dir", str(TEST_GROUPS), home=home)
     kill.at_end = left(server, kill.run_id)
     return kill
+
+
+def drop_instances_from_state(workspace: Path) -> int:
+    """Drop the aws_instance resources from the state a killed apply left; returns how many the state held.
+
+    Whether a SIGKILL lands before Terraform has recorded the instances it is
+    creating depends on timing (on a loaded machine the provider's wait may
+    end first); this makes it certain, so the test always sees instances that
+    only their tags know, as a kill a moment earlier leaves them.
+    """
+    path = workspace / "terraform.tfstate"
+    if not path.exists():
+        return 0
+    state = json.loads(path.read_text())
+    held = sum(len(r.get("instances", [])) for r in state.get("resources", []) if r.get("type") == "aws_instance")
+    state["resources"] = [r for r in state.get("resources", []) if r.get("type") != "aws_instance"]
+    state["serial"] = state.get("serial", 0) + 1
+    path.write_text(json.dumps(state))
+    return held
 
 
 KILLS = [
@@ -617,7 +639,8 @@ def test_a_killed_apply_leaves_instances_only_the_tags_know_and_down_deletes_the
     assert k.returncode == -signal.SIGKILL
     assert sum(line.startswith("instance ") for line in k.after_exit) == 3, k.after_exit
     down = k.followup_result.stderr
-    assert "deleted outside Terraform" in down or "its state did not hold" in down, down
+    # the state holds none of the 3 (the kill left them out, or drop_instances_from_state did): only tags know them
+    assert "deleted outside Terraform" in down or "its state did not hold" in down, f"state held {k.dropped}:\n{down}"
     assert "nothing tagged Run=kill-late-down remains" in down
 
 
