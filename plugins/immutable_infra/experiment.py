@@ -168,12 +168,11 @@ def acls_carrying_flows(flows: Sequence[Any], snapshot: Mapping[str, Any], addre
 
 def snapshot(h: "Harness", name: str, checks: Iterable[str] = ()) -> dict[str, Any]:
     """What faults select from: the group's describe snapshot, extras, and (for reachability) the flow rules."""
-    from immutable_infra.live import group_vpc_ids
-    from immutable_infra.verify import describe
+    from immutable_infra.verify import describe, vpc_ids
 
     rec = h.run.groups[name]
     snap = describe(h, name)
-    snap.update(describe_extras(h.sandbox.client, rec.region, group_vpc_ids(rec.outputs, h.deployer.terraform(name).state())))
+    snap.update(describe_extras(h.sandbox.client, rec.region, vpc_ids(h, name)))
     if "reachability" in checks:
         from immutable_infra.live import declared_flows
         from immutable_infra.verify import applied_groups, run_snapshot
