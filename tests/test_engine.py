@@ -109,3 +109,28 @@ def test_external_driver_builds_argv_with_python_terraform_and_names_a_missing_b
     assert "-force" not in argv
     with pytest.raises(FileNotFoundError, match="no such executable"):
         ExternalDriver(str(tmp_path / "missing"))
+
+
+def test_each_command_is_timed_into_the_file_the_timings_variable_names(tmp_path, monkeypatch):
+    """bench/overhead.py measures the Terraform floor from these lines; without the variable nothing is written."""
+    steps = [{"stdout": str(DATA / "apply-tiny.jsonl"), "exit": 0}]
+    tf = terraform(tmp_path, steps, monkeypatch)
+    tf.apply(refresh_only=True)
+    assert not list(tmp_path.glob("*.jsonl"))
+    timings = tmp_path / "timings.jsonl"
+    monkeypatch.setenv(engine.TIMINGS_ENV, str(timings))
+    tf.apply(refresh_only=True)
+    tf.apply()
+    rows = [json.loads(line) for line in timings.read_text().splitlines()]
+    assert [(r["verb"], r["refresh_only"], r["exit"]) for r in rows] == [("apply", True, 0), ("apply", False, 0)]
+    assert all(0 < r["seconds"] < 60 and r["end"] > 1e9 for r in rows)
+
+
+def test_the_overhead_benchmark_counts_overlapping_terraform_commands_once():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("overhead", Path(__file__).parent.parent / "bench" / "overhead.py")
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+    assert overhead.union_seconds([]) == 0
+    assert overhead.union_seconds([(0, 10), (5, 12), (20, 21), (11, 11.5)]) == 13

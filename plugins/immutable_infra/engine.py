@@ -139,6 +139,20 @@ class StopSignals:
 signals = StopSignals()
 
 
+TIMINGS_ENV = "IMMUTABLE_INFRA_TIMINGS"
+
+
+def _record_timing(args: list[str], workdir: Path, seconds: float, exit_code: int) -> None:
+    """Append one line per Terraform command to the file $IMMUTABLE_INFRA_TIMINGS names (bench/overhead.py reads it)."""
+    path = os.environ.get(TIMINGS_ENV)
+    if not path:
+        return
+    line = json.dumps({"verb": args[0], "refresh_only": "-refresh-only" in args, "workdir": workdir.name,
+                       "end": time.time(), "seconds": round(seconds, 3), "exit": exit_code})
+    with open(path, "a", encoding="utf-8") as fh:  # one short line per write: appends from threads and workers interleave whole
+        fh.write(line + "\n")
+
+
 class TerraformError(ToolError):
     """Terraform failed: the command, its exit code and its diagnostics."""
 
@@ -356,7 +370,9 @@ class Terraform:
                     _LIVE.discard(proc)
         for t in readers:
             t.join(timeout=10)
-        return CommandResult(args, proc.returncode, "".join(out), "".join(stderr_parts), time.monotonic() - started)
+        seconds = time.monotonic() - started
+        _record_timing(args, self.workdir, seconds, proc.returncode)
+        return CommandResult(args, proc.returncode, "".join(out), "".join(stderr_parts), seconds)
 
     def _stop(self, proc: subprocess.Popen) -> None:
         """Ask Terraform to stop gracefully, so its state records what it created."""
