@@ -15,6 +15,7 @@ a run leaves the store only when the inventory of the whole run is empty.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -118,6 +119,8 @@ class Run:
     leftovers: list[str] = field(default_factory=list)
     outside_terraform: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    #: held while the shared modules are laid into the run (:meth:`prepare_modules`)
+    _modules_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # -- store -----------------------------------------------------------------
 
@@ -216,6 +219,48 @@ class Run:
     def workspace(self, name: str) -> Path:
         return self.path / "groups" / name
 
+    def prepare_modules(self, source: Path) -> Path:
+        """Lay the shared modules into the run once, never under a Terraform that reads them.
+
+        ``modules`` in the run folder is a symbolic link to ``.modules/<content hash>``,
+        a complete copy of ``source``. A copy is made only when the source's
+        content is new to the run: into a temporary folder, renamed into place
+        (another process of the same run racing for the same content keeps the
+        first copy), then the link is swapped in one ``rename``. A Terraform
+        that is reading the modules meanwhile sees the old copy or the new one,
+        whole, never a folder being deleted or half written (and ``terraform
+        init`` records the copy's own path, so a workspace keeps reading the
+        copy it was initialised with). Old copies stay (a running Terraform may
+        still read them) and go with the run.
+        """
+        with self._modules_lock:
+            digest = tree_digest(source)
+            store = self.path / ".modules"
+            copy = store / digest
+            if not copy.is_dir():
+                store.mkdir(parents=True, exist_ok=True)
+                tmp = store / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(source, tmp)
+                try:
+                    os.rename(tmp, copy)
+                except OSError:
+                    if not copy.is_dir():
+                        raise
+                    shutil.rmtree(tmp, ignore_errors=True)  # another process of the run laid the same content first
+            link = self.path / "modules"
+            target = os.path.join(".modules", digest)
+            if not (link.is_symlink() and os.readlink(link) == target):
+                if link.is_dir() and not link.is_symlink():
+                    # A run laid out before modules were linked: move its real folder aside, once.
+                    os.rename(link, store / f".legacy.{os.getpid()}.{threading.get_ident()}")
+                tmp_link = self.path / f".modules.{os.getpid()}.{threading.get_ident()}.link"
+                if tmp_link.is_symlink():
+                    tmp_link.unlink()
+                os.symlink(target, tmp_link)
+                os.replace(tmp_link, link)
+            return copy
+
     def prepare(self, group: Group, catalog: Catalog, sandbox: Sandbox, variables: dict[str, Any]) -> Path:
         """Copy the group's Terraform into its workspace (keeping state) and write the run's files."""
         ws = self.workspace(group.name)
@@ -228,9 +273,7 @@ class Run:
                     continue
                 shutil.copy2(src, ws / src.name)
         if catalog.modules_dir.is_dir():
-            target = self.path / "modules"
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(catalog.modules_dir, target)
+            self.prepare_modules(catalog.modules_dir)
         (ws / OVERRIDE_FILE).write_text(
             provider_override(group, self.id, self.expires_at, sandbox.provider_settings(), provider_aliases(group.path),
                               created=self.created)
@@ -238,6 +281,20 @@ class Run:
         tfvars = {"run_id": self.id, "region": group.region, **variables}
         (ws / TFVARS_FILE).write_text(json.dumps(tfvars, indent=2, sort_keys=True))
         return ws
+
+
+def tree_digest(root: Path) -> str:
+    """A short hash of a folder's content: every file's path (relative) and bytes, symbolic links by target."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            h.update(b"L\0" + rel.encode() + b"\0" + os.readlink(path).encode() + b"\0")
+        elif path.is_file():
+            h.update(b"F\0" + rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        elif path.is_dir():
+            h.update(b"D\0" + rel.encode() + b"\0")
+    return h.hexdigest()[:16]
 
 
 PROVIDER_BLOCK = re.compile(r'provider\s+"aws"\s*\{')
