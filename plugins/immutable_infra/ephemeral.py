@@ -365,6 +365,40 @@ def _state_ids(state: dict[str, Any]) -> list[str]:
     return found
 
 
+#: How progress lines name Terraform's verbs.
+VERB_LABELS = {"refresh": "refresh-only apply"}
+
+
+def record_apply(rec: GroupRecord, phase: str, seconds: float, init: float | None = None,
+                 refresh: float | None = None) -> None:
+    """Record an apply's seconds in ``rec.timings`` without losing the group's own apply.
+
+    - ``init``, ``apply``, ``refresh``: the group's first apply in the run (its
+      own; what the terminal summary's ``apply s`` shows), never overwritten;
+    - ``reapply``: the latest apply of the whole group after it was destroyed
+      (a rebuild, a drill);
+    - ``repair``: every repair apply over the deployed group (chaos), summed,
+      with ``repairs`` counting them; ``settle``: the refresh-only applies
+      after repairs, summed.
+    """
+    t = rec.timings
+    if "apply" not in t:
+        t["apply"] = round(seconds, 2)
+        if init is not None:
+            t["init"] = round(init, 2)
+        if refresh is not None:
+            t["refresh"] = round(refresh, 2)
+    elif phase == "repair":
+        t["repair"] = round(t.get("repair", 0.0) + seconds, 2)
+        t["repairs"] = int(t.get("repairs", 0)) + 1
+        if refresh is not None:
+            t["settle"] = round(t.get("settle", 0.0) + refresh, 2)
+    elif phase == "settle":
+        t["settle"] = round(t.get("settle", 0.0) + seconds, 2)
+    else:
+        t["reapply"] = round(seconds, 2)
+
+
 def managed(addresses: list[str]) -> list[str]:
     """Managed resources only: no data sources."""
     return [a for a in addresses if not (a.startswith("data.") or ".data." in a)]
@@ -388,27 +422,32 @@ class Deployer:
         return Terraform(self.run.workspace(name), self.sandbox.terraform_env(), self.driver,
                          self.parallelism, log_dir=self.run.workspace(name) / "logs")
 
-    def _progress(self, name: str):
+    def progress(self, name: str, label: str | None = None):
+        """Progress lines of one Terraform command on group ``name`` (``label`` names it, default: the verb)."""
         def progress(verb: str, done: int, total: int, elapsed: float) -> None:
+            what = label or VERB_LABELS.get(verb, verb)
             with self._say_lock:
-                if total == 0:
-                    self.say(f"[{name}] {verb}: planning, {elapsed:.0f} s")
+                if verb == "refresh":  # a refresh-only apply changes nothing: no resource count to give
+                    self.say(f"[{name}] {what}: {elapsed:.0f} s")
+                elif total == 0:
+                    self.say(f"[{name}] {what}: planning, {elapsed:.0f} s")
                 else:
-                    self.say(f"[{name}] {verb}: {done}/{total} resources, {elapsed:.0f} s")
+                    self.say(f"[{name}] {what}: {done}/{total} resources, {elapsed:.0f} s")
         return progress
 
     # -- apply -----------------------------------------------------------------
 
-    def up(self, groups: list[Group], destroy_on_failure: bool = True) -> None:
+    def up(self, groups: list[Group], destroy_on_failure: bool = True, phase: str = "apply") -> None:
         """Apply groups in dependency order; independent groups at the same time.
 
         A failed first apply destroys what it created; a failed re-apply over a
         deployed group (a repair) leaves the group for the run's teardown.
+        ``phase`` says what a later apply of a group is (see :func:`record_apply`).
         """
-        self._schedule(groups, lambda g: self._apply_group(g, destroy_on_failure),
+        self._schedule(groups, lambda g: self._apply_group(g, destroy_on_failure, phase),
                        deps=lambda g: [d for d in g.depends_on if d in {x.name for x in groups}])
 
-    def _apply_group(self, group: Group, destroy_on_failure: bool = True) -> None:
+    def _apply_group(self, group: Group, destroy_on_failure: bool = True, phase: str = "apply") -> None:
         rec = self.run.record(group.name)
         rec.region = group.region
         if rec.status == "applied":
@@ -423,14 +462,15 @@ class Deployer:
         try:
             t0 = time.monotonic()
             tf.init()
-            rec.timings["init"] = round(time.monotonic() - t0, 2)
+            init_seconds = time.monotonic() - t0
             self.say(f"[{group.name}] applying ({group.region})")
-            result = tf.apply(progress=self._progress(group.name))
-            rec.timings["apply"] = round(result.seconds, 2)
-            rec.resource_seconds = {t.address: t.seconds for t in result.timings}
+            result = tf.apply(progress=self.progress(group.name))
             # Settle what the provider and the endpoint fill in after create (DESIGN.md: refresh noise).
-            refresh = tf.apply(refresh_only=True)
-            rec.timings["refresh"] = round(refresh.seconds, 2)
+            self.say(f"[{group.name}] refresh-only apply (reads what the endpoint filled in)")
+            refresh = tf.apply(progress=self.progress(group.name), refresh_only=True)
+            record_apply(rec, phase, result.seconds, init=init_seconds, refresh=refresh.seconds)
+            if phase != "repair":  # a full apply: a first one or a rebuild (what the rebuild's slowest come from)
+                rec.resource_seconds = {t.address: t.seconds for t in result.timings}
             rec.outputs = tf.output()
             rec.resources = managed(tf.state_list())
             # What defines each instance, read live right after apply (the live mutation check's baseline).
@@ -450,7 +490,7 @@ class Deployer:
         finally:
             self._active.pop(group.name, None)
             self.run.save()
-        self.say(f"[{group.name}] applied {len(rec.resources)} resources in {rec.timings['apply']:.0f} s")
+        self.say(f"[{group.name}] applied {len(rec.resources)} resources in {result.seconds:.0f} s")
 
     # -- destroy ---------------------------------------------------------------
 
@@ -508,7 +548,7 @@ class Deployer:
                 if not (ws / ".terraform").exists():
                     tf.init()
                 self._sweep_strays(name, tf)
-                result = tf.destroy(progress=self._progress(name))
+                result = tf.destroy(progress=self.progress(name))
             except TerraformError as exc:
                 error = exc
         deleted, problems = self.sweep(name)
