@@ -86,6 +86,25 @@ def test_fault_caught_repaired_and_matrix_written(project, moto_server):
     got = reports(project)
     assert (got["json"], got["md"], got["history"], got["junit_failed"]) == ("pass", "pass", "pass", [])
     assert got["findings"] == []
+    # Each phase of the batch says what it does and how long it has taken; the repair and the settle say theirs.
+    result.stdout.fnmatch_lines([
+        "*[[]tiny] chaos: 1 fault(s) in 1 batch(es) (0 without a target), planned in * s",
+        "*[[]tiny] chaos batch 1: faults sg_opened_to_world; checks drift",
+        "*[[]tiny] chaos batch 1: baseline taken (0 finding(s)), * s",
+        "*[[]tiny] chaos batch 1: injected 1 fault(s); checks again, * s",
+        "*[[]tiny] chaos batch 1: 0 fault(s) missed by an expected check, 0 false alarm(s); undoing and repairing, * s",
+        "*[[]tiny] repair apply",
+        "*[[]tiny] settling: refresh-only apply",
+        "*[[]tiny] refresh-only apply: * s",
+        "*[[]tiny] chaos batch 1: repaired and settled, * s",
+    ])
+    # apply s is the group's own apply; the chaos repair is recorded beside it.
+    timings = json.loads((project.path / "reports" / "summary.json").read_text())["groups"]["tiny"]["timings"]
+    assert timings["repairs"] == 1 and timings["repair"] > 0 and timings["settle"] > 0
+    lines = result.stdout.lines
+    header = next(line for line in lines if line.startswith("group ") and "apply s" in line)
+    row = next(line for line in lines if line.startswith("tiny ") and "destroyed" in line)
+    assert row[header.index("apply s"):].split()[0] == f"{timings['apply']:.0f}"
 
 
 def test_a_check_blinded_to_a_fault_fails_the_suite_naming_the_fault(project, moto_server):

@@ -100,6 +100,14 @@ def test_apply_events_give_per_resource_seconds_and_progress():
     assert seen[-1] == ("apply", 3, 3)
 
 
+def test_a_refresh_only_apply_always_ends_with_a_line_saying_how_long_it_took():
+    seen = []
+    tracker = _ApplyTracker("refresh", lambda verb, done, total, s: seen.append((verb, done, total)))
+    tracker.tick()  # a heartbeat while it waits (done stays 0: nothing to count)
+    tracker.finish()
+    assert seen == [("refresh", 0, 0), ("refresh", 0, 0)]
+
+
 def test_external_driver_builds_argv_with_python_terraform_and_names_a_missing_binary(tmp_path):
     binary = tmp_path / "terraform"
     binary.write_text("#!/bin/sh\nexit 0\n")

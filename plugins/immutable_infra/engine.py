@@ -526,5 +526,6 @@ class _ApplyTracker:
         self.progress(self.verb, self.done, max(self.total, self.done), now - self.started)
 
     def finish(self) -> None:
-        if self.progress is not None and self._last_done != self.done:
+        # A refresh-only apply has no resource count to move on: its last line always says how long it took.
+        if self.progress is not None and (self._last_done != self.done or self.verb == "refresh"):
             self.progress(self.verb, self.done, max(self.total, self.done), time.monotonic() - self.started)

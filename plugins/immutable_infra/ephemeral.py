@@ -15,6 +15,7 @@ a run leaves the store only when the inventory of the whole run is empty.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -118,6 +119,8 @@ class Run:
     leftovers: list[str] = field(default_factory=list)
     outside_terraform: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    #: held while the shared modules are laid into the run (:meth:`prepare_modules`)
+    _modules_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # -- store -----------------------------------------------------------------
 
@@ -216,6 +219,48 @@ class Run:
     def workspace(self, name: str) -> Path:
         return self.path / "groups" / name
 
+    def prepare_modules(self, source: Path) -> Path:
+        """Lay the shared modules into the run once, never under a Terraform that reads them.
+
+        ``modules`` in the run folder is a symbolic link to ``.modules/<content hash>``,
+        a complete copy of ``source``. A copy is made only when the source's
+        content is new to the run: into a temporary folder, renamed into place
+        (another process of the same run racing for the same content keeps the
+        first copy), then the link is swapped in one ``rename``. A Terraform
+        that is reading the modules meanwhile sees the old copy or the new one,
+        whole, never a folder being deleted or half written (and ``terraform
+        init`` records the copy's own path, so a workspace keeps reading the
+        copy it was initialised with). Old copies stay (a running Terraform may
+        still read them) and go with the run.
+        """
+        with self._modules_lock:
+            digest = tree_digest(source)
+            store = self.path / ".modules"
+            copy = store / digest
+            if not copy.is_dir():
+                store.mkdir(parents=True, exist_ok=True)
+                tmp = store / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(source, tmp)
+                try:
+                    os.rename(tmp, copy)
+                except OSError:
+                    if not copy.is_dir():
+                        raise
+                    shutil.rmtree(tmp, ignore_errors=True)  # another process of the run laid the same content first
+            link = self.path / "modules"
+            target = os.path.join(".modules", digest)
+            if not (link.is_symlink() and os.readlink(link) == target):
+                if link.is_dir() and not link.is_symlink():
+                    # A run laid out before modules were linked: move its real folder aside, once.
+                    os.rename(link, store / f".legacy.{os.getpid()}.{threading.get_ident()}")
+                tmp_link = self.path / f".modules.{os.getpid()}.{threading.get_ident()}.link"
+                if tmp_link.is_symlink():
+                    tmp_link.unlink()
+                os.symlink(target, tmp_link)
+                os.replace(tmp_link, link)
+            return copy
+
     def prepare(self, group: Group, catalog: Catalog, sandbox: Sandbox, variables: dict[str, Any]) -> Path:
         """Copy the group's Terraform into its workspace (keeping state) and write the run's files."""
         ws = self.workspace(group.name)
@@ -228,9 +273,7 @@ class Run:
                     continue
                 shutil.copy2(src, ws / src.name)
         if catalog.modules_dir.is_dir():
-            target = self.path / "modules"
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(catalog.modules_dir, target)
+            self.prepare_modules(catalog.modules_dir)
         (ws / OVERRIDE_FILE).write_text(
             provider_override(group, self.id, self.expires_at, sandbox.provider_settings(), provider_aliases(group.path),
                               created=self.created)
@@ -238,6 +281,20 @@ class Run:
         tfvars = {"run_id": self.id, "region": group.region, **variables}
         (ws / TFVARS_FILE).write_text(json.dumps(tfvars, indent=2, sort_keys=True))
         return ws
+
+
+def tree_digest(root: Path) -> str:
+    """A short hash of a folder's content: every file's path (relative) and bytes, symbolic links by target."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            h.update(b"L\0" + rel.encode() + b"\0" + os.readlink(path).encode() + b"\0")
+        elif path.is_file():
+            h.update(b"F\0" + rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        elif path.is_dir():
+            h.update(b"D\0" + rel.encode() + b"\0")
+    return h.hexdigest()[:16]
 
 
 PROVIDER_BLOCK = re.compile(r'provider\s+"aws"\s*\{')
@@ -308,6 +365,40 @@ def _state_ids(state: dict[str, Any]) -> list[str]:
     return found
 
 
+#: How progress lines name Terraform's verbs.
+VERB_LABELS = {"refresh": "refresh-only apply"}
+
+
+def record_apply(rec: GroupRecord, phase: str, seconds: float, init: float | None = None,
+                 refresh: float | None = None) -> None:
+    """Record an apply's seconds in ``rec.timings`` without losing the group's own apply.
+
+    - ``init``, ``apply``, ``refresh``: the group's first apply in the run (its
+      own; what the terminal summary's ``apply s`` shows), never overwritten;
+    - ``reapply``: the latest apply of the whole group after it was destroyed
+      (a rebuild, a drill);
+    - ``repair``: every repair apply over the deployed group (chaos), summed,
+      with ``repairs`` counting them; ``settle``: the refresh-only applies
+      after repairs, summed.
+    """
+    t = rec.timings
+    if "apply" not in t:
+        t["apply"] = round(seconds, 2)
+        if init is not None:
+            t["init"] = round(init, 2)
+        if refresh is not None:
+            t["refresh"] = round(refresh, 2)
+    elif phase == "repair":
+        t["repair"] = round(t.get("repair", 0.0) + seconds, 2)
+        t["repairs"] = int(t.get("repairs", 0)) + 1
+        if refresh is not None:
+            t["settle"] = round(t.get("settle", 0.0) + refresh, 2)
+    elif phase == "settle":
+        t["settle"] = round(t.get("settle", 0.0) + seconds, 2)
+    else:
+        t["reapply"] = round(seconds, 2)
+
+
 def managed(addresses: list[str]) -> list[str]:
     """Managed resources only: no data sources."""
     return [a for a in addresses if not (a.startswith("data.") or ".data." in a)]
@@ -331,27 +422,32 @@ class Deployer:
         return Terraform(self.run.workspace(name), self.sandbox.terraform_env(), self.driver,
                          self.parallelism, log_dir=self.run.workspace(name) / "logs")
 
-    def _progress(self, name: str):
+    def progress(self, name: str, label: str | None = None):
+        """Progress lines of one Terraform command on group ``name`` (``label`` names it, default: the verb)."""
         def progress(verb: str, done: int, total: int, elapsed: float) -> None:
+            what = label or VERB_LABELS.get(verb, verb)
             with self._say_lock:
-                if total == 0:
-                    self.say(f"[{name}] {verb}: planning, {elapsed:.0f} s")
+                if verb == "refresh":  # a refresh-only apply changes nothing: no resource count to give
+                    self.say(f"[{name}] {what}: {elapsed:.0f} s")
+                elif total == 0:
+                    self.say(f"[{name}] {what}: planning, {elapsed:.0f} s")
                 else:
-                    self.say(f"[{name}] {verb}: {done}/{total} resources, {elapsed:.0f} s")
+                    self.say(f"[{name}] {what}: {done}/{total} resources, {elapsed:.0f} s")
         return progress
 
     # -- apply -----------------------------------------------------------------
 
-    def up(self, groups: list[Group], destroy_on_failure: bool = True) -> None:
+    def up(self, groups: list[Group], destroy_on_failure: bool = True, phase: str = "apply") -> None:
         """Apply groups in dependency order; independent groups at the same time.
 
         A failed first apply destroys what it created; a failed re-apply over a
         deployed group (a repair) leaves the group for the run's teardown.
+        ``phase`` says what a later apply of a group is (see :func:`record_apply`).
         """
-        self._schedule(groups, lambda g: self._apply_group(g, destroy_on_failure),
+        self._schedule(groups, lambda g: self._apply_group(g, destroy_on_failure, phase),
                        deps=lambda g: [d for d in g.depends_on if d in {x.name for x in groups}])
 
-    def _apply_group(self, group: Group, destroy_on_failure: bool = True) -> None:
+    def _apply_group(self, group: Group, destroy_on_failure: bool = True, phase: str = "apply") -> None:
         rec = self.run.record(group.name)
         rec.region = group.region
         if rec.status == "applied":
@@ -366,14 +462,15 @@ class Deployer:
         try:
             t0 = time.monotonic()
             tf.init()
-            rec.timings["init"] = round(time.monotonic() - t0, 2)
+            init_seconds = time.monotonic() - t0
             self.say(f"[{group.name}] applying ({group.region})")
-            result = tf.apply(progress=self._progress(group.name))
-            rec.timings["apply"] = round(result.seconds, 2)
-            rec.resource_seconds = {t.address: t.seconds for t in result.timings}
+            result = tf.apply(progress=self.progress(group.name))
             # Settle what the provider and the endpoint fill in after create (DESIGN.md: refresh noise).
-            refresh = tf.apply(refresh_only=True)
-            rec.timings["refresh"] = round(refresh.seconds, 2)
+            self.say(f"[{group.name}] refresh-only apply (reads what the endpoint filled in)")
+            refresh = tf.apply(progress=self.progress(group.name), refresh_only=True)
+            record_apply(rec, phase, result.seconds, init=init_seconds, refresh=refresh.seconds)
+            if phase != "repair":  # a full apply: a first one or a rebuild (what the rebuild's slowest come from)
+                rec.resource_seconds = {t.address: t.seconds for t in result.timings}
             rec.outputs = tf.output()
             rec.resources = managed(tf.state_list())
             # What defines each instance, read live right after apply (the live mutation check's baseline).
@@ -393,7 +490,7 @@ class Deployer:
         finally:
             self._active.pop(group.name, None)
             self.run.save()
-        self.say(f"[{group.name}] applied {len(rec.resources)} resources in {rec.timings['apply']:.0f} s")
+        self.say(f"[{group.name}] applied {len(rec.resources)} resources in {result.seconds:.0f} s")
 
     # -- destroy ---------------------------------------------------------------
 
@@ -451,7 +548,7 @@ class Deployer:
                 if not (ws / ".terraform").exists():
                     tf.init()
                 self._sweep_strays(name, tf)
-                result = tf.destroy(progress=self._progress(name))
+                result = tf.destroy(progress=self.progress(name))
             except TerraformError as exc:
                 error = exc
         deleted, problems = self.sweep(name)

@@ -27,6 +27,7 @@ Targets are chosen from the group by Terraform address and a seed
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
@@ -35,6 +36,7 @@ from immutable_infra.chaos import (
     touched, with_acl_deny, without_rule,
 )
 from immutable_infra.findings import Finding
+from immutable_infra.progress import phase
 
 if TYPE_CHECKING:
     from immutable_infra.harness import Harness
@@ -241,9 +243,12 @@ def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_r
     number = 0
     while remaining:
         # Plan from a fresh snapshot each time: a repair replaces instances, so earlier targets may be gone.
-        snap = snapshot(h, name, checks)
-        addresses = addresses_from_state(h.deployer.terraform(name).state())
-        batches, skipped = plan_batches(snap, h.run.id, name, remaining, addresses, seed)
+        with phase(h.say, f"[{name}] chaos: planning {len(remaining)} fault(s)") as planning:
+            snap = snapshot(h, name, checks)
+            addresses = addresses_from_state(h.deployer.terraform(name).state())
+            batches, skipped = plan_batches(snap, h.run.id, name, remaining, addresses, seed)
+        h.say(f"[{name}] chaos: {len(remaining) - len(skipped)} fault(s) in {len(batches)} batch(es) "
+              f"({len(skipped)} without a target), planned in {planning.seconds:.0f} s")
         exp.skipped.update(skipped)
         if not batches:
             break
@@ -272,8 +277,14 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
         chaos.inject_all(batch)  # refuses, before anything is read or written
     if not disjoint(batch):
         chaos.inject_all(batch)  # refuses: a batch shares resources
+    say = h.say
+    where = f"[{name}] chaos batch {number}"
+    started = time.monotonic()
+    say(f"{where}: faults {', '.join(f.name for f in batch)}; checks {', '.join(checks)}")
     state = state_of(h, name)
-    baseline = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+    with phase(say, f"{where}: baseline checks"):
+        baseline = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+    say(f"{where}: baseline taken ({sum(map(len, baseline.values()))} finding(s)), {time.monotonic() - started:.0f} s")
     outcomes: list[Outcome] = []
     calls: list[str] = []
     try:
@@ -294,7 +305,11 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
             outcome.touched = touched(fault, added, state, snap)
             outcomes.append(outcome)
         exp.plans.append(calls)
-        after = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+        failed = sum(1 for o in outcomes if o.error)
+        say(f"{where}: injected {len(outcomes) - failed} fault(s)" + (f" ({failed} could not be)" if failed else "")
+            + f"; checks again, {time.monotonic() - started:.0f} s")
+        with phase(say, f"{where}: checks after injection"):
+            after = {c: r.findings for c, r in verify_group(h, name, checks).items()}
         seen, alarms = attribute(baseline, after, [o.touched for o in outcomes])
         for outcome, by_check in zip(outcomes, seen):
             for check in checks:
@@ -303,6 +318,9 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
                     outcome.evidence[check] = [str(f) for f in by_check[check][:3]]
         exp.false_alarms += [f for f in alarms if f not in exp.false_alarms]
         exp.outcomes += outcomes
+        missed = sum(1 for o in outcomes if o.missed)
+        say(f"{where}: {missed} fault(s) missed by an expected check, {len(alarms)} false alarm(s); "
+            f"undoing and repairing, {time.monotonic() - started:.0f} s")
     finally:
         for fault in batch:
             try:
@@ -315,14 +333,17 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
             exp.errors[f"repair of batch {number}"] = _one_line(exc)
             exp.unsettled.append(number)
             return False
-    proof = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+    with phase(say, f"{where}: checks after the repair"):
+        proof = {c: r.findings for c, r in verify_group(h, name, checks).items()}
     left = [f for found in new_findings(baseline, proof).values() for f in found]
     exp.residue += [f for f in left if f not in exp.residue]
     if left or exp.unsettled:
         # Never settle over an unrepaired change (this batch's or an earlier one's): drift must keep seeing it.
         exp.unsettled.append(number)
+        say(f"{where}: not settled ({len(left)} finding(s) left after the repair), {time.monotonic() - started:.0f} s")
     else:
         h.settle(name)
+        say(f"{where}: repaired and settled, {time.monotonic() - started:.0f} s")
     return True
 
 

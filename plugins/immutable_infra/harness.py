@@ -205,7 +205,7 @@ class Harness:
     def recreate(self, names: list[str]) -> float:
         """Apply these groups again from their folders; return the seconds it took."""
         t0 = time.monotonic()
-        self.deployer.up([self.base_catalog.get(n) for n in names])
+        self.deployer.up([self.base_catalog.get(n) for n in names], phase="reapply")
         return time.monotonic() - t0
 
     def repair(self, name: str, settle: bool = True) -> float:
@@ -221,14 +221,17 @@ class Harness:
         t0 = time.monotonic()
         if settle:
             self.run.groups[name].status = "pending"
-            self.deployer.up([self.base_catalog.get(name)], destroy_on_failure=False)
+            self.deployer.up([self.base_catalog.get(name)], destroy_on_failure=False, phase="repair")
             return time.monotonic() - t0
+        from immutable_infra.ephemeral import record_apply
         from immutable_infra.live import fingerprints, instance_addresses
 
         rec = self.run.groups[name]
         tf = self.deployer.terraform(name)
         before = instance_addresses(tf.state())
-        tf.apply()
+        self.say(f"[{name}] repair apply")
+        result = tf.apply(progress=self.deployer.progress(name, "repair apply"))
+        record_apply(rec, "repair", result.seconds)
         state = tf.state()
         replaced = {a for a, i in instance_addresses(state).items() if before.get(a) != i}
         if replaced:
@@ -240,9 +243,13 @@ class Harness:
 
     def settle(self, name: str) -> None:
         """After a proven repair: the refresh-only apply that reads what the endpoint filled in (DESIGN.md)."""
+        from immutable_infra.ephemeral import record_apply
+
         rec = self.run.groups[name]
         tf = self.deployer.terraform(name)
-        tf.apply(refresh_only=True)
+        self.say(f"[{name}] settling: refresh-only apply")
+        result = tf.apply(progress=self.deployer.progress(name), refresh_only=True)
+        record_apply(rec, "settle", result.seconds)
         rec.outputs = tf.output()
         self.run.save()
 

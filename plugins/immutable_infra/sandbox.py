@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -259,6 +260,10 @@ class Sandbox:
     cli_config: Path | None = None
     #: Why the endpoint stopped answering, once seen (a latch: it never comes back within a session).
     gone: str | None = None
+    #: boto3 sessions by credentials profile (None: the default chain) and clients by (service, region, profile)
+    _sessions: dict[str | None, Any] = field(default_factory=dict, repr=False, compare=False)
+    _clients: dict[tuple[str, str, str | None], Any] = field(default_factory=dict, repr=False, compare=False)
+    _client_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def embedded(cls, cache_dir: Path | None = None) -> "Sandbox":
@@ -333,11 +338,35 @@ class Sandbox:
             "endpoints": {svc: self.endpoint for svc in PROVIDER_ENDPOINT_SERVICES},
         }
 
-    def client(self, service: str, region: str) -> Any:
-        """A boto3 client bound to this sandbox's endpoint and the given region."""
-        import boto3
+    def session(self, profile: str | None = None) -> Any:
+        """This sandbox's own boto3 session (one per credentials profile), made once under a lock.
+
+        boto3's default session is shared by the whole process and is not
+        thread-safe; the Deployer's threads, the checks and the reaper all
+        ask for clients, so each Sandbox keeps its own sessions.
+        """
+        import boto3.session
+
+        with self._client_lock:
+            found = self._sessions.get(profile)
+            if found is None:
+                found = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+                self._sessions[profile] = found
+            return found
+
+    def client(self, service: str, region: str, profile: str | None = None) -> Any:
+        """A boto3 client bound to this sandbox's endpoint and the given region; one per (service, region, profile).
+
+        Clients are made under a lock from this sandbox's own session and
+        shared afterwards: a boto3 client is safe to use from several threads.
+        """
+        key = (service, region, profile)
+        found = self._clients.get(key)
+        if found is not None:
+            return found
         from botocore.config import Config
 
+        session = self.session(profile)
         kwargs: dict[str, Any] = {"region_name": region}
         if self.is_local:
             kwargs.update(
@@ -348,4 +377,9 @@ class Sandbox:
                 aws_secret_access_key=SANDBOX_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                 aws_session_token=SANDBOX_CREDENTIALS["AWS_SESSION_TOKEN"],
             )
-        return boto3.client(service, **kwargs)
+        with self._client_lock:
+            found = self._clients.get(key)
+            if found is None:
+                found = session.client(service, **kwargs)
+                self._clients[key] = found
+            return found
