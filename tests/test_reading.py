@@ -214,20 +214,19 @@ def test_affected_checks_are_each_faults_expected_and_conditional_checks():
         assert set(cls.expected_checks) | set(cls.conditional_checks) <= set(ALL), name
 
 
-def fake_checks(monkeypatch, stray: dict[str, Finding] | None = None) -> list[tuple[str, str]]:
-    """Checks that log their calls and pass; from the injection on (a check's second call) ``stray`` adds one."""
+def fake_checks(monkeypatch, stray: dict[str, Finding] | None = None, real: tuple[str, ...] = ("unmanaged",)
+                ) -> list[tuple[str, str]]:
+    """Checks that log their calls; the ``real`` ones run, the others pass. From the injection on (a check's
+    second call) ``stray`` adds one finding."""
     log: list[tuple[str, str]] = []
     stray = stray or {}
 
     def make(check: str):
-        real = verify.CHECKS[check]
+        real_check = verify.CHECKS[check]
 
         def run(h, name, reading=None):
             log.append((check, name))
-            if check in ("drift", "reachability", "parity", "mutation", "roles"):
-                result = verify.Result(check)  # the fakes report nothing of their own
-            else:
-                result = real(h, name, reading)
+            result = real_check(h, name, reading) if check in real else verify.Result(check)
             if check in stray and sum(1 for c, _ in log if c == check) >= 2:
                 result.findings.append(stray[check])
             return result
@@ -271,3 +270,21 @@ def test_what_the_fault_left_is_seen_by_the_proof(h, monkeypatch):
     assert outcome is not None and "unmanaged" in outcome.detected
     assert exp.watched[1]["after"] == ["unmanaged", "roles"]
     assert [f.check for f in exp.residue] == ["unmanaged"] and exp.unsettled == [1]
+
+
+def test_a_check_a_fault_can_change_though_not_expected_to_still_watches(h, monkeypatch):
+    """Revoking the only rule that opens the web role's port 80 closes it: roles (conditional for the fault, not
+    expected) runs after the injection and sees it, attributed to the fault, never dropped by the narrowing."""
+    ec2 = h.client("ec2", REGION)
+    sg = h.tf["g1"].resources[2]["values"]["id"]
+    ec2.create_tags(Resources=[sg], Tags=[{"Key": "Purpose", "Value": "web"}])
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "10.1.0.0/16"}]}])
+    assert verify.roles(h, "g1").findings == [], "the web instance meets its role before the fault"
+    log = fake_checks(monkeypatch, real=("roles",))
+    exp = experiment.run(h, "g1", ["flow_rule_revoked"], ALL)
+    outcome = exp.outcome("flow_rule_revoked")
+    assert outcome is not None and outcome.fault.target == sg and not outcome.error
+    assert exp.watched[1]["after"] == ["drift", "roles", "reachability"]
+    assert "roles" in outcome.detected and not exp.false_alarms
+    assert ("roles", "g1") in log
