@@ -47,7 +47,8 @@ def chaos_experiment(applied_group, infra, infra_report):
                           missed=[f"{f}:{c}" for f, c in missed(matrix)],
                           false_alarms=[str(f) for f in result.false_alarms],
                           errors=dict(result.errors), skipped=dict(result.skipped),
-                          unsettled_batches=list(result.unsettled))
+                          unsettled_batches=list(result.unsettled),
+                          checks_per_batch={str(n): phases for n, phases in result.watched.items()})
         infra_report.findings(applied_group.name, "chaos", result.findings())
     return result
 

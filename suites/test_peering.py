@@ -7,6 +7,7 @@ from immutable_infra.checks.reachability import analyze_all, find_flow_violation
 from immutable_infra.findings import format_findings
 from immutable_infra.live import declared_flows
 from immutable_infra.plugin import cannot_check
+from immutable_infra.reading import Reading
 
 pytestmark = pytest.mark.infra_check("reachability")
 
@@ -16,9 +17,9 @@ def run_snapshot(infra, applied_group):
     """One describe snapshot of every applied group; skipped for a group without a VPC of its own."""
     name = applied_group.name
     with cannot_check(infra, f"reachability of {name}"):
-        reason = None
+        reading, reason = Reading(infra), None  # one pass: the group's state is read once for both
         try:
-            vpcs = verify.needs_vpc(infra, name, "reachability")
+            vpcs = verify.needs_vpc(infra, name, "reachability", reading)
         except verify.NotApplicable as exc:
             reason = str(exc)
         if reason is not None:
@@ -29,7 +30,7 @@ def run_snapshot(infra, applied_group):
                     f"{reason}, yet {len(declared)} [[flows]]/[[isolation]] entries touching {name} have both ends "
                     "applied; give the group its VPC or fix those entries", pytrace=False) from None
             pytest.skip(reason)
-        snapshot = verify.run_snapshot(infra)
+        snapshot = verify.run_snapshot(infra, reading)
     snapshot["group_vpcs"] = vpcs
     return snapshot
 

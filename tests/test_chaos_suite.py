@@ -47,8 +47,8 @@ from immutable_infra.findings import Finding
 real_drift, calls = verify.CHECKS["drift"], []
 
 
-def drift_with_a_stray_finding(h, name):
-    result = real_drift(h, name)
+def drift_with_a_stray_finding(h, name, reading=None):
+    result = real_drift(h, name, reading)
     calls.append(name)
     if len(calls) == 2:
         result.findings.append(Finding("drift", name, "aws_subnet.a", "subnet-stray", "as declared",

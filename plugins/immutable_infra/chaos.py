@@ -580,6 +580,7 @@ class FlowRuleRevoked(Fault):
     expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
     conditional_checks: ClassVar[Mapping[str, str]] = {
         "reachability": "when the revoked rule carries a declared flow ([[flows]]): the analyzer says so per rule",
+        "roles": "when the rule was the only one opening a port its instances' role needs (the port closes)",
     }
     summary: ClassVar[str] = "revoke an ingress rule from another group's or the VPC's CIDR, or from a security group"
 

@@ -2,22 +2,31 @@
 
 For each batch of faults (disjoint resources, at most one flow blocker):
 
-1. **baseline**: run the checks and keep their findings;
+1. **baseline**: run the batch's proof checks (below) and keep their findings,
+   in the same pass (one :class:`~immutable_infra.reading.Reading`) that
+   planned the batch: nothing changed between the two;
 2. **inject** each fault on its own: one that fails (an AWS or Terraform
    error, a refused target) is recorded in ``errors`` and the others go on;
-3. **attribute**: run the checks again; a fault is detected by a check only
-   through *new* findings (not in the baseline) whose resource, AWS id or
-   Terraform address, is one the fault touched or added
+3. **attribute**: run the batch's *watch* checks again, in a new pass: the
+   checks that a fault of the batch can change (:func:`affected_checks`:
+   each fault's expected and conditional checks); a fault is detected by a
+   check only through *new* findings (not in the baseline) whose resource,
+   AWS id or Terraform address, is one the fault touched or added
    (:func:`immutable_infra.chaos.touched`). A new finding no fault explains
    is a **false alarm**;
 4. **repair**: undo what faults added outside Terraform (a rogue instance, a
    hand-made rule in a group whose rules Terraform manages as separate
    resources), then apply the group, without settling it;
-5. **prove**: run the checks again; every new finding against the baseline is
-   a **residue** (a fault not repaired), recorded once. Only a group proven
+5. **prove**, in a new pass: the watch checks plus drift and unmanaged
+   (:data:`RESIDUE_CHECKS`); every new finding against the baseline is a
+   **residue** (a fault not repaired), recorded once. Only a group proven
    clean is **settled** (refresh-only apply, new fingerprints): a refresh-only
    apply over an unrepaired out-of-band change would read it into the state and
    hide it from drift for good.
+
+A check no fault of the batch can change does not run for that batch: it could
+only report a change the batch did not make. ``Experiment.watched`` records,
+per batch, which checks each phase ran.
 
 Misses, false alarms and residue are findings of the ``chaos`` check
 (:meth:`Experiment.findings`), so every report agrees with the chaos tests.
@@ -37,6 +46,7 @@ from immutable_infra.chaos import (
 )
 from immutable_infra.findings import Finding
 from immutable_infra.progress import phase
+from immutable_infra.reading import Reading
 
 if TYPE_CHECKING:
     from immutable_infra.harness import Harness
@@ -49,6 +59,11 @@ FLOW_BLOCKERS = {"flow_rule_revoked", "route_deleted", "route_hijacked", "peerin
 MAX_BATCH = 8
 #: The check under which misses, false alarms and residue are reported.
 CHECK = "chaos"
+#: What the repair proof runs besides the batch's watch checks: the group is what its Terraform declares (drift)
+#: and carries nothing Terraform does not manage (unmanaged), which is what ``verify.unclean`` asks of a clean group.
+#: A residue a fault leaves is a change of what it touched, which its own checks see (they ran after injection);
+#: these two also catch what the undo and the repair apply themselves might have left or changed.
+RESIDUE_CHECKS = ("drift", "unmanaged")
 
 
 @dataclass
@@ -80,6 +95,7 @@ class Experiment:
     errors: dict[str, str] = field(default_factory=dict)  # fault name (or "repair of batch N") -> what failed
     plans: list[list[str]] = field(default_factory=list)
     unsettled: list[int] = field(default_factory=list)  # batches whose repair was not proven: never settled
+    watched: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # batch -> phase -> checks run
 
     def outcome(self, name: str) -> Outcome | None:
         return next((o for o in self.outcomes if o.fault.name == name), None)
@@ -166,22 +182,39 @@ def acls_carrying_flows(flows: Sequence[Any], snapshot: Mapping[str, Any], addre
                    for v in analyze_all(flows, with_acl_deny(snapshot, acl), dict(addresses)))]
 
 
+def affected_checks(batch: Sequence[Fault], checks: Sequence[str]) -> list[str]:
+    """The checks (of ``checks``, in their order) whose findings a fault of the batch can change.
+
+    Each fault's ``expected_checks``, the checks it names in
+    ``conditional_checks`` (whether or not this target meets the condition),
+    and what ``expected()`` says for this very target.
+    """
+    can: set[str] = set()
+    for fault in batch:
+        can |= set(fault.expected_checks) | set(fault.conditional_checks) | set(fault.expected())
+    return [c for c in checks if c in can]
+
+
+def proof_checks(batch: Sequence[Fault], checks: Sequence[str]) -> list[str]:
+    """The checks the baseline and the repair proof run: the batch's watch checks plus :data:`RESIDUE_CHECKS`."""
+    watch = set(affected_checks(batch, checks))
+    return [c for c in checks if c in watch or c in RESIDUE_CHECKS]
+
+
 # -- against a running group
 
-def snapshot(h: "Harness", name: str, checks: Iterable[str] = ()) -> dict[str, Any]:
+def snapshot(h: "Harness", name: str, checks: Iterable[str] = (), reading: Reading | None = None) -> dict[str, Any]:
     """What faults select from: the group's describe snapshot, extras, and (for reachability) the flow rules."""
-    from immutable_infra.verify import describe, vpc_ids
-
+    reading = reading or Reading(h)
     rec = h.run.groups[name]
-    snap = describe(h, name)
-    snap.update(describe_extras(h.sandbox.client, rec.region, vpc_ids(h, name)))
+    snap = reading.describe(name)
+    snap.update(describe_extras(h.sandbox.client, rec.region, reading.vpc_ids(name)))
     if "reachability" in checks:
         from immutable_infra.live import declared_flows
-        from immutable_infra.verify import applied_groups, run_snapshot
 
-        flows, _ = declared_flows(h.catalog, name, applied_groups(h), "flows")
+        flows, _ = declared_flows(h.catalog, name, set(reading.applied()), "flows")
         if flows:
-            run_snap = run_snapshot(h)
+            run_snap = reading.run_snapshot()
             snap["flow_rules"] = rules_carrying_flows(
                 flows, run_snap, run_snap["addresses"], [g["GroupId"] for g in snap.get("security_groups", [])])
             snap["flow_acls"] = acls_carrying_flows(
@@ -189,12 +222,10 @@ def snapshot(h: "Harness", name: str, checks: Iterable[str] = ()) -> dict[str, A
     return snap
 
 
-def state_of(h: "Harness", name: str) -> list[Any]:
+def state_of(h: "Harness", name: str, reading: Reading | None = None) -> list[Any]:
     """The group's state resources and its neighbours' (a peering requester manages routes on both sides)."""
-    from immutable_infra.plan import state_resources
-    from immutable_infra.verify import neighbour_resources
-
-    return state_resources(h.deployer.terraform(name).state()) + neighbour_resources(h, name)
+    reading = reading or Reading(h)
+    return reading.resources(name) + reading.neighbour_resources(name)
 
 
 def plan_batches(snap: dict[str, Any], run_id: str, group: str, names: Iterable[str],
@@ -235,17 +266,17 @@ def _one_line(exc: BaseException) -> str:
 def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_run: bool = False,
         audit: bool = False, seed: int | str = 0) -> Experiment:
     """Inject every named fault (in batches), attribute what the checks see, repair, prove, settle."""
-    from immutable_infra.live import addresses_from_state
-
     exp = Experiment(name)
     chaos = Chaos(h.sandbox.client, h.run.id, audit=audit, dry_run=dry_run)
     remaining = [f for f in faults if f in CATALOG]
     number = 0
     while remaining:
-        # Plan from a fresh snapshot each time: a repair replaces instances, so earlier targets may be gone.
+        # Plan from a fresh reading each time: a repair replaces instances, so earlier targets may be gone. The
+        # batch's baseline shares this reading (nothing changes between planning and the baseline).
         with phase(h.say, f"[{name}] chaos: planning {len(remaining)} fault(s)") as planning:
-            snap = snapshot(h, name, checks)
-            addresses = addresses_from_state(h.deployer.terraform(name).state())
+            reading = Reading(h)
+            snap = snapshot(h, name, checks, reading)
+            addresses = reading.addresses(name)
             batches, skipped = plan_batches(snap, h.run.id, name, remaining, addresses, seed)
         h.say(f"[{name}] chaos: {len(remaining) - len(skipped)} fault(s) in {len(batches)} batch(es) "
               f"({len(skipped)} without a target), planned in {planning.seconds:.0f} s")
@@ -257,7 +288,7 @@ def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_r
             number += 1
             if dry_run:
                 exp.plans.append([line for calls in chaos.inject_all(batch) for line in calls])
-            elif not _observe_and_repair(h, name, batch, number, checks, chaos, exp, snap):
+            elif not _observe_and_repair(h, name, batch, number, checks, chaos, exp, snap, reading):
                 done = {f.name for b in todo for f in b}
                 for other in remaining:
                     if other not in done and other not in skipped:
@@ -269,21 +300,30 @@ def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_r
 
 
 def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int, checks: list[str],
-                        chaos: Chaos, exp: Experiment, snap: dict[str, Any]) -> bool:
-    """One batch: baseline, inject, attribute, undo, repair, prove, settle. False when the repair failed."""
+                        chaos: Chaos, exp: Experiment, snap: dict[str, Any], reading: Reading) -> bool:
+    """One batch: baseline, inject, attribute, undo, repair, prove, settle. False when the repair failed.
+
+    ``reading`` is the pass that planned the batch; the baseline shares it.
+    After the injection and after the repair, each verification is a new
+    pass (a new :class:`Reading`), so neither can see what was read before.
+    """
     from immutable_infra.verify import verify_group
 
     if chaos.audit:
         chaos.inject_all(batch)  # refuses, before anything is read or written
     if not disjoint(batch):
         chaos.inject_all(batch)  # refuses: a batch shares resources
+    # Only checks a fault of the batch can change watch it: a check no fault can change could only report a change
+    # the batch did not make. Every new finding of a check that runs is still attributed to a fault or a false alarm.
+    watch, proof_set = affected_checks(batch, checks), proof_checks(batch, checks)
+    exp.watched[number] = {"baseline": proof_set, "after": watch, "proof": proof_set}
     say = h.say
     where = f"[{name}] chaos batch {number}"
     started = time.monotonic()
-    say(f"{where}: faults {', '.join(f.name for f in batch)}; checks {', '.join(checks)}")
-    state = state_of(h, name)
+    say(f"{where}: faults {', '.join(f.name for f in batch)}; checks {', '.join(watch)}")
+    state = state_of(h, name, reading)
     with phase(say, f"{where}: baseline checks"):
-        baseline = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+        baseline = {c: r.findings for c, r in verify_group(h, name, proof_set, reading).items()}
     say(f"{where}: baseline taken ({sum(map(len, baseline.values()))} finding(s)), {time.monotonic() - started:.0f} s")
     outcomes: list[Outcome] = []
     calls: list[str] = []
@@ -309,10 +349,10 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
         say(f"{where}: injected {len(outcomes) - failed} fault(s)" + (f" ({failed} could not be)" if failed else "")
             + f"; checks again, {time.monotonic() - started:.0f} s")
         with phase(say, f"{where}: checks after injection"):
-            after = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+            after = {c: r.findings for c, r in verify_group(h, name, watch, Reading(h)).items()}
         seen, alarms = attribute(baseline, after, [o.touched for o in outcomes])
         for outcome, by_check in zip(outcomes, seen):
-            for check in checks:
+            for check in watch:
                 if by_check.get(check):
                     outcome.detected.append(check)
                     outcome.evidence[check] = [str(f) for f in by_check[check][:3]]
@@ -333,8 +373,10 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
             exp.errors[f"repair of batch {number}"] = _one_line(exc)
             exp.unsettled.append(number)
             return False
+    # The proof of the repair, before anything settles: the watch checks (they saw the faults, so they see what a
+    # fault left) plus drift and unmanaged (the group is as declared and carries nothing unmanaged), in a new pass.
     with phase(say, f"{where}: checks after the repair"):
-        proof = {c: r.findings for c, r in verify_group(h, name, checks).items()}
+        proof = {c: r.findings for c, r in verify_group(h, name, proof_set, Reading(h)).items()}
     left = [f for found in new_findings(baseline, proof).values() for f in found]
     exp.residue += [f for f in left if f not in exp.residue]
     if left or exp.unsettled:

@@ -321,22 +321,23 @@ def infra_verify(infra: Harness, applied_group: AppliedGroup) -> Any:
     check cannot run: the endpoint is gone, Terraform failed.
     """
     from immutable_infra import verify
+    from immutable_infra.reading import Reading
 
     def run(check: str) -> verify.Result:
         __tracebackhide__ = True
         if check not in verify.CHECKS:
             pytest.fail(f"unknown check {check!r}; checks are {', '.join(verify.CHECKS)}", pytrace=False)
         with cannot_check(infra, f"{check} on {applied_group.name}"):
-            claim = None
+            claim, reading = None, Reading(infra)  # one pass: what needs reads, the check reuses
             try:
-                verify.needs(infra, applied_group.name, check)
+                verify.needs(infra, applied_group.name, check, reading)
             except verify.NotApplicable as exc:
                 pytest.skip(str(exc))
             except verify.ClaimNotMet as exc:
                 claim = str(exc)
             if claim is not None:
                 raise pytest.fail.Exception(claim, pytrace=False) from None
-            return verify.CHECKS[check](infra, applied_group.name)
+            return verify.CHECKS[check](infra, applied_group.name, reading)
 
     return run
 

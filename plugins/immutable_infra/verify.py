@@ -3,6 +3,11 @@
 Each function gathers the plain data its check needs (refresh-only plan,
 state, describe_* snapshots) and calls the pure check. Suites, the disaster
 drill and the chaos suite share them, so a check means the same everywhere.
+
+Every check takes an optional :class:`~immutable_infra.reading.Reading`: the
+pass it is part of. :func:`verify_group` makes one per call, so the checks of
+a pass share one ``show -json`` per group, one describe snapshot per group and
+one run snapshot; a check called alone makes its own.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from immutable_infra.findings import Finding
+
+from immutable_infra.reading import Reading
 
 if TYPE_CHECKING:
     from immutable_infra.harness import Harness
@@ -37,61 +44,50 @@ def applied_groups(h: "Harness") -> set[str]:
     return {n for n, r in h.run.groups.items() if r.status == "applied"}
 
 
-def neighbour_resources(h: "Harness", name: str) -> list[Any]:
+def neighbour_resources(h: "Harness", name: str, reading: Reading | None = None) -> list[Any]:
     """Resources managed by the other groups of the run (a peering requester manages routes on both sides)."""
-    from immutable_infra.plan import state_resources
-
-    found = []
-    for other in h.run.order:
-        if other != name and h.run.groups[other].status == "applied":
-            found += state_resources(h.deployer.terraform(other).state())
-    return found
+    return (reading or Reading(h)).neighbour_resources(name)
 
 
-def describe(h: "Harness", name: str) -> dict[str, Any]:
-    from immutable_infra.live import describe_group
-
-    rec = h.run.groups[name]
-    return describe_group(h.sandbox.client("ec2", rec.region), vpc_ids(h, name), name)
+def describe(h: "Harness", name: str, reading: Reading | None = None) -> dict[str, Any]:
+    """The describe snapshot of the group's VPCs (one per pass: see :class:`Reading`)."""
+    return (reading or Reading(h)).describe(name)
 
 
-def vpc_ids(h: "Harness", name: str) -> list[str]:
+def vpc_ids(h: "Harness", name: str, reading: Reading | None = None) -> list[str]:
     """The group's VPCs: every aws_vpc of its state (modules, count, for_each), unless an output names them."""
-    from immutable_infra.live import group_vpc_ids
-
-    rec = h.run.groups[name]
-    return group_vpc_ids(rec.outputs) or group_vpc_ids({}, h.deployer.terraform(name).state())
+    return (reading or Reading(h)).vpc_ids(name)
 
 
-def drift(h: "Harness", name: str) -> Result:
+def drift(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     from immutable_infra.checks import noise
     from immutable_infra.checks.drift import find_drift
     from immutable_infra.plan import Plan
 
+    reading = reading or Reading(h)
     plan = Plan.from_json(h.deployer.terraform(name).refresh_plan())
     # Routes and rules that other groups of the run manage in this group's tables are theirs, not drift.
     findings, table = find_drift(plan, name, rules=noise.DEFAULT_NOISE_RULES,
-                                 state=plan.prior_resources() + neighbour_resources(h, name))
+                                 state=plan.prior_resources() + reading.neighbour_resources(name))
     return Result("drift", findings, {"drift": table})
 
 
-def unmanaged(h: "Harness", name: str) -> Result:
+def unmanaged(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     from immutable_infra.checks.unmanaged import find_unmanaged
-    from immutable_infra.plan import state_resources
 
-    managed = state_resources(h.deployer.terraform(name).state()) + neighbour_resources(h, name)
-    return Result("unmanaged", find_unmanaged(name, managed, describe(h, name)))
+    reading = reading or Reading(h)
+    managed = reading.resources(name) + reading.neighbour_resources(name)
+    return Result("unmanaged", find_unmanaged(name, managed, reading.describe(name)))
 
 
-def roles(h: "Harness", name: str) -> Result:
+def roles(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     from immutable_infra.checks.roles import find_role_violations
     from immutable_infra.live import live_instances
     from immutable_infra.roles import load_roles
 
-    from immutable_infra.plan import state_resources
-
+    reading = reading or Reading(h)
     config = h.catalog.get(name)
-    live = describe(h, name)
+    live = reading.describe(name)
     root = h.catalog.groups_dir.parent
     instances = live_instances(live)
     subnets, groups = _placement(h, name, instances, live)
@@ -99,8 +95,7 @@ def roles(h: "Harness", name: str) -> Result:
         name, config.kind, config.roles, instances, subnets, groups,
         load_roles(root / "roles.toml"), root / "playbooks",
     )
-    declared = [(r.address, str(r.aws_id), (r.values.get("tags") or {}).get("Role"))
-                for r in state_resources(h.deployer.terraform(name).state()) if r.type == "aws_instance"]
+    declared = [(r.address, str(r.aws_id), (r.values.get("tags") or {}).get("Role")) for r in reading.instances(name)]
     return Result("roles", name_count_findings(findings, declared, instances))
 
 
@@ -162,46 +157,36 @@ def _placement(h: "Harness", name: str, instances: list[dict[str, Any]],
     return subnets, groups
 
 
-def mutation(h: "Harness", name: str) -> Result:
+def mutation(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     """Live fingerprint: each instance still defined as it was at apply."""
     from immutable_infra.checks.mutation import find_fingerprint_changes
     from immutable_infra.live import fingerprints
 
+    reading = reading or Reading(h)
     rec = h.run.groups[name]
-    tf = h.deployer.terraform(name)
-    live = fingerprints(h.sandbox.client("ec2", rec.region), tf.state())
+    live = fingerprints(h.sandbox.client("ec2", rec.region), reading.state(name))
     return Result("mutation", find_fingerprint_changes(name, rec.fingerprints, live))
 
 
-def run_snapshot(h: "Harness") -> dict[str, Any]:
+def run_snapshot(h: "Harness", reading: Reading | None = None) -> dict[str, Any]:
     """One snapshot over every applied group of the run (all regions), with AWS id -> address."""
-    from immutable_infra.live import addresses_from_state, group_vpc_ids, run_snapshot as take
-
-    pairs, addresses = [], {}
-    for other in h.run.order:
-        rec = h.run.groups[other]
-        if rec.status != "applied":
-            continue
-        state = h.deployer.terraform(other).state()
-        pairs.append((h.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs, state)))
-        addresses.update(addresses_from_state(state))
-    snapshot = take(pairs)
-    snapshot["addresses"] = addresses
-    return snapshot
+    return (reading or Reading(h)).run_snapshot()
 
 
-def reachability(h: "Harness", name: str, snapshot: dict[str, Any] | None = None) -> Result:
+def reachability(h: "Harness", name: str, reading: Reading | None = None,
+                 snapshot: dict[str, Any] | None = None) -> Result:
     """Declared flows reachable, isolation pairs not, peerings active with disjoint CIDRs."""
     from immutable_infra.checks.reachability import analyze_all, find_flow_violations, find_peering_problems, reachability_matrix
     from immutable_infra.live import declared_flows
 
-    snapshot = snapshot or run_snapshot(h)
+    reading = reading or Reading(h)
+    snapshot = snapshot or reading.run_snapshot()
     addresses = snapshot["addresses"]
     flows, _ = declared_flows(h.catalog, name, applied_groups(h), "flows")
     isolation, _ = declared_flows(h.catalog, name, applied_groups(h), "isolation")
     findings = find_flow_violations(flows, isolation, snapshot, addresses, name)
     if any(f.detail.get("code") in LOST_END for f in findings):
-        findings = name_lost_ends(findings, flows, declared_roles(h))
+        findings = name_lost_ends(findings, flows, declared_roles(h, reading))
     findings += find_peering_problems(snapshot, addresses, name)
     matrix = reachability_matrix(analyze_all(flows + isolation, snapshot, addresses))
     return Result("reachability", findings, {"matrix": matrix})
@@ -211,14 +196,13 @@ def reachability(h: "Harness", name: str, snapshot: dict[str, Any] | None = None
 LOST_END = {"NO_SOURCE_INSTANCE": "source", "NO_DESTINATION_INSTANCE": "destination"}
 
 
-def declared_roles(h: "Harness") -> dict[tuple[str, str], list[tuple[str, str]]]:
+def declared_roles(h: "Harness", reading: Reading | None = None) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """(group, Role tag) -> [(address, instance id)] of the instances the applied groups' states declare."""
-    from immutable_infra.plan import state_resources
-
+    reading = reading or Reading(h)
     out: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for group in sorted(applied_groups(h)):
-        for r in state_resources(h.deployer.terraform(group).state()):
-            role = (r.values.get("tags") or {}).get("Role") if r.type == "aws_instance" else None
+    for group in sorted(reading.applied()):
+        for r in reading.instances(group):
+            role = (r.values.get("tags") or {}).get("Role")
             if role and r.aws_id:
                 out.setdefault((group, role), []).append((r.address, str(r.aws_id)))
     return out
@@ -243,7 +227,7 @@ def name_lost_ends(findings: list[Finding], flows: list[Any],
     return out
 
 
-def parity(h: "Harness", name: str) -> Result:
+def parity(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     """Lineage: every instance on an AMI of its template's current Packer run."""
     from immutable_infra.checks.parity import find_lineage_violations
     from immutable_infra.images import load_catalog
@@ -251,13 +235,14 @@ def parity(h: "Harness", name: str) -> Result:
 
     rec = h.run.groups[name]
     ec2 = h.sandbox.client("ec2", rec.region)
-    instances = live_instances(describe(h, name))
+    instances = live_instances((reading or Reading(h)).describe(name))
     ids = sorted({i["ImageId"] for i in instances})
     images = ec2.describe_images(ImageIds=ids)["Images"] if ids else []
     return Result("parity", find_lineage_violations(name, instances, images, load_catalog(h.images_dir)))
 
 
-CHECKS: dict[str, Callable[["Harness", str], Result]] = {
+#: check name -> ``check(h, group, reading=None)``; a wrapper must pass ``reading`` on.
+CHECKS: dict[str, Callable[..., Result]] = {
     "mutation": mutation,
     "drift": drift,
     "unmanaged": unmanaged,
@@ -269,23 +254,28 @@ CHECKS: dict[str, Callable[["Harness", str], Result]] = {
 
 def unclean(h: "Harness", name: str) -> list[Finding]:
     """Drift and unmanaged findings of the group now: a group with any is no clean "before" for a comparison."""
-    checks, _ = applicable(h, name, ["drift", "unmanaged"])
-    return [f for check in checks for f in CHECKS[check](h, name).findings]
+    reading = Reading(h)
+    checks, _ = applicable(h, name, ["drift", "unmanaged"], reading)
+    return [f for check in checks for f in CHECKS[check](h, name, reading).findings]
 
 
-def verify_group(h: "Harness", name: str, checks: list[str] | None = None) -> dict[str, Result]:
-    """Run the named checks (all by default) on one applied group."""
-    return {c: CHECKS[c](h, name) for c in (checks or list(CHECKS))}
+def verify_group(h: "Harness", name: str, checks: list[str] | None = None,
+                 reading: Reading | None = None) -> dict[str, Result]:
+    """Run the named checks (all when ``None``; none when empty) on one applied group: one pass, one :class:`Reading`.
+
+    Pass ``reading`` only to share it with reads made just before, with
+    nothing changed in between (the chaos baseline shares the planner's).
+    """
+    reading = reading or Reading(h)
+    return {c: CHECKS[c](h, name, reading) for c in (list(CHECKS) if checks is None else checks)}
 
 
 # -- what each check needs -------------------------------------------------------------------------
 
 
-def state_instances(h: "Harness", name: str) -> list[Any]:
+def state_instances(h: "Harness", name: str, reading: Reading | None = None) -> list[Any]:
     """The aws_instance resources of the group's state (modules, count and for_each included)."""
-    from immutable_infra.plan import state_resources
-
-    return [r for r in state_resources(h.deployer.terraform(name).state()) if r.type == "aws_instance"]
+    return (reading or Reading(h)).instances(name)
 
 
 def group_peerings(snapshot: dict[str, Any], vpcs: list[str]) -> list[str]:
@@ -299,15 +289,15 @@ def group_peerings(snapshot: dict[str, Any], vpcs: list[str]) -> list[str]:
     return sorted(found)
 
 
-def needs_vpc(h: "Harness", name: str, check: str) -> list[str]:
-    vpcs = vpc_ids(h, name)
+def needs_vpc(h: "Harness", name: str, check: str, reading: Reading | None = None) -> list[str]:
+    vpcs = (reading or Reading(h)).vpc_ids(name)
     if not vpcs:
         raise NotApplicable(f"{check}: {name} has no VPC (no aws_vpc in its state, no vpc_id/vpc_ids output): "
                             "nothing to look at")
     return vpcs
 
 
-def needs(h: "Harness", name: str, check: str) -> None:
+def needs(h: "Harness", name: str, check: str, reading: Reading | None = None) -> None:
     """Raise NotApplicable (skip with the reason) or ClaimNotMet (error) when the group cannot give ``check`` a verdict.
 
     drift: always applicable. unmanaged, reachability: a VPC of the group.
@@ -316,12 +306,13 @@ def needs(h: "Harness", name: str, check: str) -> None:
     instances and image manifests.
     """
     config = h.catalog.get(name)
+    reading = reading or Reading(h)
     if check == "drift":
         return
     if check in ("unmanaged", "reachability"):
-        needs_vpc(h, name, check)
+        needs_vpc(h, name, check, reading)
         return
-    instances = state_instances(h, name) if check in ("roles", "mutation", "parity") else []
+    instances = reading.instances(name) if check in ("roles", "mutation", "parity") else []
     declared = {role: n for role, n in config.roles.items() if n}
     if check == "roles":
         if declared and not instances:
@@ -346,12 +337,14 @@ def needs(h: "Harness", name: str, check: str) -> None:
         return
 
 
-def applicable(h: "Harness", name: str, checks: list[str]) -> tuple[list[str], dict[str, str]]:
+def applicable(h: "Harness", name: str, checks: list[str],
+               reading: Reading | None = None) -> tuple[list[str], dict[str, str]]:
     """Split checks into those the group can be given a verdict by, and the others with the reason."""
+    reading = reading or Reading(h)
     ok, not_here = [], {}
     for check in checks:
         try:
-            needs(h, name, check)
+            needs(h, name, check, reading)
         except (NotApplicable, ClaimNotMet) as exc:
             not_here[check] = str(exc)
         else:
