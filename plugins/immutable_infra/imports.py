@@ -3,8 +3,13 @@
 Pure functions over findings (``checks/unmanaged.py``): each finding becomes
 one ``import { to = <type>.<name>  id = "<import id>" }`` block with the
 resource type and the import ID format the hashicorp/aws 3.x provider expects
-for it (each format below was imported with provider 3.39.0), or, for what
-cannot be imported, a comment saying why. Names are valid Terraform
+for it, or, for what cannot be imported, a comment saying why. Imported
+with provider 3.39.0 against moto: instance, security group, subnet, route
+table, network interface, internet and NAT gateway, peering, network ACL,
+VPC endpoint, flow log, route (CIDR and prefix list destination), subnet
+association, and security group rules from a CIDR and from the group itself
+(``self``); the other rule sources and the gateway association follow the
+provider's documented format. Names are valid Terraform
 identifiers from the resource's Name tag (or its id), unique among
 themselves and among the addresses the group already declares.
 
