@@ -299,3 +299,26 @@ def test_imports_are_written_only_in_audit_mode(tmp_path):
     h.settings.audit = True
     assert verify.write_imports(h, "g", []) == (None, "")
     assert not (tmp_path / "imports").exists()
+
+
+def test_readme_when_terraform_could_import_nothing_names_each_failure():
+    blocks, skipped = plan_imports(FINDINGS[:1])
+    gen = genconfig.Generation(failed={blocks[0].address: "Cannot import non-existent remote object"},
+                               errors=["terraform wrote no generated.tf (exit 0)"])
+    text = readme("g", blocks, skipped, gen)
+    assert "Terraform could not generate it" in text
+    assert f"- `{blocks[0].address}`: Cannot import non-existent remote object" in text
+
+
+def test_failed_imports_are_found_by_address_or_by_name_in_the_detail():
+    diags = [
+        {"summary": "Cannot import non-existent remote object",
+         "detail": 'While attempting to import an existing object to "aws_subnet.gone", the provider detected ...'},
+        {"summary": "Configuration for import target does not exist",
+         "detail": "The configuration for the given import target aws_subnet.other does not exist."},
+        {"summary": "ConflictsWith", "detail": '"self": conflicts with cidr_blocks', "address": "aws_subnet.fine",
+         "range": {"filename": "generated.tf"}},
+    ]
+    found = genconfig.failed_imports(diags, ["aws_subnet.gone", "aws_subnet.other", "aws_subnet.fine", "aws_subnet.go"], {})
+    assert sorted(found) == ["aws_subnet.gone", "aws_subnet.other"]
+    assert found["aws_subnet.gone"].startswith("Cannot import non-existent remote object")

@@ -159,3 +159,21 @@ def check_audit_and_apply(deployed, moto_server, tmp_path, ec2, tf, ws, app, sg,
     changes = [(c["address"], c["change"]["actions"]) for c in plan.get("resource_changes", [])
                if c["change"]["actions"] != ["no-op"]]
     assert changes == [], "the generated configuration must match what was imported"
+
+
+def test_an_import_terraform_cannot_make_keeps_its_block_and_the_readme_says_why(deployed, moto_server, tmp_path):
+    from immutable_infra.findings import Finding
+    from immutable_infra.imports import write_imports
+
+    ws = deployed / "runs" / RUN / "groups" / GROUP
+    tf = Terraform(ws, Sandbox.remote(moto_server.url, offline=True).terraform_env())
+    gone = Finding("unmanaged", GROUP, "", "subnet-0000000000000dead", "", "unmanaged subnet subnet-0000000000000dead",
+                   {"type": "subnets", "id": "subnet-0000000000000dead", "name": "gone"})
+    files_before = sorted(p.name for p in ws.iterdir())
+    out = write_imports(GROUP, [gone], tmp_path / "imports", ws, [], tf)
+    assert 'to = aws_subnet.gone\n  id = "subnet-0000000000000dead"' in (out / "imports.tf").read_text()
+    assert not (out / "generated.tf").exists()
+    text = (out / "README.md").read_text()
+    assert "Terraform could not generate it" in text
+    assert "- `aws_subnet.gone`: Cannot import non-existent remote object" in text
+    assert sorted(p.name for p in ws.iterdir()) == files_before

@@ -302,9 +302,12 @@ class _Schema:
         if self._types is None:
             self._types = {}
             result = self.tf.run(["providers", "schema", "-json"], ok_codes=(0, 1))
-            if result.exit_code == 0:
-                for provider in (json.loads(result.stdout or "{}").get("provider_schemas") or {}).values():
-                    self._types.update(provider.get("resource_schemas") or {})
+            try:
+                schemas = json.loads(result.stdout or "{}").get("provider_schemas") or {} if result.exit_code == 0 else {}
+            except json.JSONDecodeError:
+                schemas = {}
+            for provider in schemas.values():
+                self._types.update(provider.get("resource_schemas") or {})
         attrs = ((self._types.get(resource_type) or {}).get("block") or {}).get("attributes") or {}
         return bool(attrs[argument].get("computed")) if argument in attrs else None
 
@@ -326,9 +329,7 @@ def generate(source: Terraform, imports_tf: str, addresses: list[str]) -> Genera
             (copy / GENERATED).unlink(missing_ok=True)
             result = tf.run(PLAN + [f"-generate-config-out={GENERATED}"], ok_codes=(0, 1))
             errors = _errors(_events(result.stdout))
-            failing = {d.get("address"): _one_line(d) for d in errors
-                       if d.get("address") in addresses and (d.get("range") or {}).get("filename") != GENERATED}
-            failing = {a: w for a, w in failing.items() if a not in out.failed}
+            failing = failed_imports(errors, addresses, out.failed)
             if not failing:
                 break
             out.failed.update(failing)
@@ -350,10 +351,15 @@ def generate(source: Terraform, imports_tf: str, addresses: list[str]) -> Genera
                 out.summary = next((e.get("changes") or {} for e in events if e.get("type") == "change_summary"), {})
                 out.actions = _actions(events)
                 break
+            failing = failed_imports(errors, addresses, out.failed)
+            if failing:  # an import Terraform could not make: its block leaves the copy, it stays in imports.tf
+                out.failed.update(failing)
+                blocks = _without_blocks(blocks, set(out.failed))
+                (copy / IMPORTS).write_text(blocks)
             text, removed = fix(text, errors, schema.computed)
-            if not removed:
-                break
             out.removed += removed
+            if not removed and not failing:
+                break
         if not out.valid:
             out.errors = [_one_line(d) for d in errors]
         generated.write_text(text)
@@ -363,6 +369,20 @@ def generate(source: Terraform, imports_tf: str, addresses: list[str]) -> Genera
         return out
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def failed_imports(errors: list[dict[str, Any]], addresses: list[str], known: dict[str, str]) -> dict[str, str]:
+    """Import addresses that error diagnostics outside ``generated.tf`` are about (by their address, or naming it)."""
+    found: dict[str, str] = {}
+    for diag in errors:
+        if (diag.get("range") or {}).get("filename") == GENERATED:
+            continue
+        text = f"{diag.get('summary', '')} {diag.get('detail', '')}"
+        for address in addresses:
+            named = diag.get("address") == address or re.search(rf"(?<![\w.-]){re.escape(address)}(?![\w-])", text)
+            if named and address not in known and address not in found:
+                found[address] = _one_line({**diag, "address": ""})
+    return found
 
 
 def _actions(events: list[dict[str, Any]]) -> dict[str, str]:

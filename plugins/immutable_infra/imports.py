@@ -294,7 +294,10 @@ def readme(group: str, blocks: list[ImportBlock], skipped: list[NotImportable], 
                                           "no Terraform working directory of the group was available."))
     elif not generation.generated:
         lines.append("Terraform could not generate it; write the resources' configuration by hand. It said:")
-        lines += [f"- {e}" for e in generation.errors] or ["- (no diagnostic)"]
+        lines += [f"- `{a}`: {why}" for a, why in sorted(generation.failed.items())]
+        lines += [f"- {e}" for e in generation.errors]
+        if not generation.failed and not generation.errors:
+            lines.append("- (no diagnostic)")
     else:
         done = [b.address for b in blocks if b.address not in generation.failed]
         lines.append(f"Generated for {len(done)} of {len(blocks)} block(s).")
