@@ -2,6 +2,7 @@
 
 import pytest
 
+from immutable_infra import verify
 from immutable_infra.findings import format_findings
 
 
@@ -25,9 +26,12 @@ def test_no_drift(applied_group, drift, infra_report):
 
 
 @pytest.mark.infra_check("unmanaged")
-def test_no_unmanaged_resources(applied_group, unmanaged, infra_report):
+def test_no_unmanaged_resources(infra, applied_group, unmanaged, infra_report):
     infra_report.findings(applied_group.name, "unmanaged", unmanaged.findings)
+    imports, note = verify.write_imports(infra, applied_group.name, unmanaged.findings)  # --audit only
+    if imports is not None:
+        infra_report.fact(applied_group.name, "unmanaged", imports=str(imports))
     assert not unmanaged.findings, (
         f"{applied_group.name} holds resources Terraform does not manage (import them or remove them):\n"
-        + format_findings(unmanaged.findings)
+        + format_findings(unmanaged.findings) + (f"\n{note}" if note else "")
     )

@@ -215,7 +215,11 @@ def check_faults(c, moto_server, deployed, tmp_path, micro, marathon, proxy, rog
     failed("test_live_instances_match_their_fingerprint[prd-sg-slave]", micro["InstanceId"], "instance_type")
     failed("test_no_drift[prd-sg-slave]", "instance_type", "Role", "0.0.0.0/0", proxy["InstanceId"], slave_table["RouteTableId"])
     failed("test_instances_match_the_roles_catalog[prd-sg-slave]", marathon["InstanceId"], rogue, "reverse-proxy")
-    failed("test_no_unmanaged_resources[prd-sg-slave]", rogue)
+    failed("test_no_unmanaged_resources[prd-sg-slave]", rogue, "imports/prd-sg-slave/")
+    # ... and the audit wrote the import block (and the configuration) that brings the rogue instance under Terraform
+    imports = tmp_path / "faulty" / "imports" / "prd-sg-slave"
+    assert f'id = "{rogue}"' in (imports / "imports.tf").read_text()
+    assert 'resource "aws_instance"' in (imports / "generated.tf").read_text(), (imports / "README.md").read_text()
     # reachability: each fault names its component
     failed("test_declared_flows_are_reachable[prd-sg-master]", public_table["RouteTableId"], revoked_sg, acl)
     failed("test_peerings_active_and_cidrs_disjoint[prd-sg-master]", pcx)

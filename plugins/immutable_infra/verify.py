@@ -80,6 +80,28 @@ def unmanaged(h: "Harness", name: str, reading: Reading | None = None) -> Result
     return Result("unmanaged", find_unmanaged(name, managed, reading.describe(name)))
 
 
+def write_imports(h: "Harness", name: str, findings: list[Finding]) -> tuple[Any, str]:
+    """--audit only: import blocks (and generated configuration) for unmanaged findings in reports/imports/<group>/.
+
+    Returns (the folder or None, a line for the failure message). Writing
+    them never hides the findings: a problem becomes that line.
+    """
+    if not h.settings.audit or not findings:
+        return None, ""
+    from immutable_infra.errors import ToolError
+    from immutable_infra.imports import folder, write_imports as write
+    from immutable_infra.plan import state_resources
+
+    out = folder(h.settings.reports_dir, name)
+    try:
+        tf = h.deployer.terraform(name)
+        addresses = [r.address for r in state_resources(tf.state())]
+        written = write(name, findings, out, tf.workdir, addresses, tf)
+    except (ToolError, OSError) as exc:
+        return None, f"import blocks could not be written to {out}: " + " ".join(str(exc).split())[:500]
+    return written, f"import blocks for them (review {written}/README.md, then apply): {written}/"
+
+
 def roles(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     from immutable_infra.checks.roles import find_role_violations
     from immutable_infra.live import live_instances
