@@ -326,3 +326,37 @@ def test_a_real_aws_value_that_is_not_a_boolean_is_one_line():
     assert result.returncode == 2
     assert result.stderr.startswith("immutable-infra reap: IMMUTABLE_INFRA_REAL_AWS = 'prod' is neither true nor false")
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_changed_groups_follow_inputs_and_shared_files(tmp_path):
+    """.ci/groups --changed-since: a group's dependents are touched with it, a shared file touches every group,
+    a file outside the groups' folder touches none."""
+    repo = tmp_path / "repo"
+    for name in ("tiny", "tiny-app", "slow"):
+        shutil.copytree(TEST_GROUPS / name, repo / "groups" / name)
+    shutil.copy(TEST_GROUPS.parent / "roles.toml", repo / "roles.toml")
+    (repo / "README.md").write_text("docs\n")
+    git(tmp_path, "init", "-q", "-b", "develop", str(repo))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    env = {**os.environ, "IMMUTABLE_INFRA_GROUPS_DIR": str(repo / "groups")}
+
+    def changed() -> str:
+        result = subprocess.run([str(ROOT / ".ci" / "groups"), "--changed-since", "develop"], env=env, cwd=ROOT,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        git(repo, "checkout", "-q", "--", ".")
+        return result.stdout.strip()
+
+    (repo / "README.md").write_text("more docs\n")
+    assert changed() == ""
+    (repo / "groups" / "tiny" / "main.tf").write_text((repo / "groups" / "tiny" / "main.tf").read_text() + "\n# edit\n")
+    assert changed() == "tiny,tiny-app"  # tiny-app takes tiny.vpc_id
+    (repo / "groups" / "tiny-app" / "main.tf").write_text("# edit\n")
+    assert changed() == "tiny-app"
+    (repo / "roles.toml").write_text((repo / "roles.toml").read_text() + "\n# edit\n")
+    assert changed() == "slow,tiny,tiny-app"
+    unknown = subprocess.run([str(ROOT / ".ci" / "groups"), "--changed-since", "origin/nope"], env=env, cwd=ROOT,
+                             capture_output=True, text=True)
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr.startswith(".ci/groups: git merge-base origin/nope HEAD failed") and "git fetch" in unknown.stderr
