@@ -173,6 +173,9 @@ def cmd_reap(args: argparse.Namespace) -> int:
     endpoint = args.aws_endpoint or os.environ.get(env_name("aws_endpoint")) or None
     if not endpoint and not args.real_aws:
         raise SandboxError("reap needs the endpoint to clean: --aws-endpoint URL, or --real-aws")
+    if endpoint and args.real_aws:
+        given = "--aws-endpoint" if args.aws_endpoint else env_name("aws_endpoint")
+        raise SettingsError(f"{given} and {_real_aws_source(args)} exclude each other; drop one")
     if args.run_id and args.older_than:
         raise SettingsError("--run-id and --older-than exclude each other; drop one")
     older = _duration(args.older_than, "--older-than") if args.older_than else None
@@ -281,7 +284,8 @@ def parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--aws-endpoint", metavar="URL", help="a running AWS-compatible endpoint (e.g. from `immutable-infra sandbox`)")
-        sp.add_argument("--real-aws", action="store_true", help="real AWS, credentials from the AWS environment")
+        sp.add_argument("--real-aws", action="store_true",
+                        help=f"real AWS, credentials from the AWS environment [env {env_name('real_aws')}]")
         sp.add_argument("--groups-dir", metavar="DIR", help="folder of groups (default: fixtures/groups)")
         sp.add_argument("--terraform", metavar="PATH", help="a terraform or tofu binary instead of the embedded one")
         sp.add_argument("--parallelism", type=int, default=DEFAULT_PARALLELISM, help="Terraform -parallelism")
@@ -318,8 +322,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _real_aws_source(args: argparse.Namespace) -> str:
+    return "--real-aws" if getattr(args, "real_aws_flag", False) else env_name("real_aws")
+
+
+def _real_aws_from_env(args: argparse.Namespace) -> None:
+    """``--real-aws`` may also come from IMMUTABLE_INFRA_REAL_AWS (as for the plugin), e.g. set once in a Jenkinsfile."""
+    from immutable_infra.settings import parse_bool
+
+    if not hasattr(args, "real_aws"):
+        return
+    args.real_aws_flag = args.real_aws
+    if not args.real_aws and os.environ.get(env_name("real_aws")):
+        args.real_aws = parse_bool(os.environ[env_name("real_aws")], env_name("real_aws"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        _real_aws_from_env(args)
+    except ToolError as exc:
+        _say(f"immutable-infra {args.command}: {exc}")
+        return 2
     if args.command in ("up", "down", "reap"):
         from immutable_infra.engine import signals
 

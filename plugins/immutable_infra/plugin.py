@@ -385,10 +385,32 @@ def image_catalog(infra: Harness) -> Any:
         pytest.fail(str(exc), pytrace=False)
 
 
+#: JUnit families whose schema has <properties> in a <testcase> (pytest's ``junit_family`` ini key).
+JUNIT_FAMILIES_WITH_TESTCASE_PROPERTIES = ("xunit1", "legacy")
+
+
+def _junit_properties(item: pytest.Item) -> None:
+    """Give a suite test its group and checks as JUnit properties, so Jenkins can tell them apart by more than name.
+
+    Only under a family whose schema allows test case properties (the project's pytest.ini sets
+    ``junit_family = xunit1``); under xunit2 they would make the XML invalid, so nothing is added.
+    """
+    group = getattr(item, "callspec", None) and item.callspec.params.get("group_name")
+    if not group or item.config.getini("junit_family") not in JUNIT_FAMILIES_WITH_TESTCASE_PROPERTIES:
+        return
+    if any(name == "group" for name, _ in item.user_properties):
+        return
+    item.user_properties.append(("group", group))
+    checks = [str(a) for m in item.iter_markers("infra_check") for a in m.args]
+    if checks:
+        item.user_properties.append(("checks", ",".join(dict.fromkeys(checks))))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     reporter = item.config.stash.get(REPORTER, None)
     if reporter is not None:
         reporter.current_test = item.nodeid  # what the test (and its fixtures) record belongs to it
+    _junit_properties(item)
     harness = item.config.stash.get(HARNESS, None)
     sandbox = harness._sandbox if harness is not None else None
     if sandbox is not None and "group_name" in getattr(item, "fixturenames", ()):
