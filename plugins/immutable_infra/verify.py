@@ -52,7 +52,7 @@ def describe(h: "Harness", name: str) -> dict[str, Any]:
     from immutable_infra.live import describe_group
 
     rec = h.run.groups[name]
-    return describe_group(h.sandbox.client("ec2", rec.region), vpc_ids(h, name), name)
+    return describe_group(h.client(name, "ec2"), vpc_ids(h, name), name)
 
 
 def vpc_ids(h: "Harness", name: str) -> list[str]:
@@ -154,7 +154,7 @@ def _placement(h: "Harness", name: str, instances: list[dict[str, Any]],
     want_subnets = sorted({i["SubnetId"] for i in instances if i.get("SubnetId")} - {s["SubnetId"] for s in subnets})
     want_groups = sorted({g for i in instances for g in instance_security_group_ids(i)} - {g["GroupId"] for g in groups})
     if want_subnets or want_groups:
-        ec2 = h.sandbox.client("ec2", h.run.groups[name].region)
+        ec2 = h.client(name, "ec2")
         if want_subnets:
             subnets += ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": want_subnets}])["Subnets"]
         if want_groups:
@@ -169,7 +169,7 @@ def mutation(h: "Harness", name: str) -> Result:
 
     rec = h.run.groups[name]
     tf = h.deployer.terraform(name)
-    live = fingerprints(h.sandbox.client("ec2", rec.region), tf.state())
+    live = fingerprints(h.client(name, "ec2"), tf.state())
     return Result("mutation", find_fingerprint_changes(name, rec.fingerprints, live))
 
 
@@ -183,7 +183,7 @@ def run_snapshot(h: "Harness") -> dict[str, Any]:
         if rec.status != "applied":
             continue
         state = h.deployer.terraform(other).state()
-        pairs.append((h.sandbox.client("ec2", rec.region), group_vpc_ids(rec.outputs, state)))
+        pairs.append((h.client(other, "ec2"), group_vpc_ids(rec.outputs, state)))
         addresses.update(addresses_from_state(state))
     snapshot = take(pairs)
     snapshot["addresses"] = addresses
@@ -250,7 +250,7 @@ def parity(h: "Harness", name: str) -> Result:
     from immutable_infra.live import live_instances
 
     rec = h.run.groups[name]
-    ec2 = h.sandbox.client("ec2", rec.region)
+    ec2 = h.client(name, "ec2")
     instances = live_instances(describe(h, name))
     ids = sorted({i["ImageId"] for i in instances})
     images = ec2.describe_images(ImageIds=ids)["Images"] if ids else []
