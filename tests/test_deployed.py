@@ -243,3 +243,42 @@ def test_find_backend_reads_the_block(tmp_path):
     backend = find_backend(load_group(path))
     assert backend.type == "s3" and backend.settings == {"bucket": "b", "key": "k", "dynamodb_table": "locks",
                                                          "encrypt": True}
+
+
+# -- through pytest: options and the one-line errors -------------------------------------------------------------
+
+SUITE = """
+def test_group(applied_group):
+    assert applied_group.record.status == "applied"
+"""
+
+
+@pytest.fixture
+def project(pytester, tmp_path, monkeypatch):
+    from conftest import TEST_GROUPS, TESTS
+
+    shutil.copytree(TEST_GROUPS / "tiny", pytester.path / "groups" / "tiny")
+    shutil.copy(TESTS / "roles.toml", pytester.path / "roles.toml")
+    pytester.makepyfile(test_suite=SUITE)
+    monkeypatch.setenv("IMMUTABLE_INFRA_HOME", str(tmp_path / "home"))
+    for name in ("AUDIT", "GROUP", "AWS_ENDPOINT", "RUN_ID", "BACKEND_CONFIG"):
+        monkeypatch.delenv(f"IMMUTABLE_INFRA_{name}", raising=False)
+    return pytester
+
+
+def test_backend_config_without_audit_is_a_usage_error(project):
+    result = project.runpytest_inprocess("-p", "no:cacheprovider", "--groups-dir", "groups", "--group", "tiny",
+                                         "--backend-config", "bucket=b")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    lines = [line for line in result.stderr.str().splitlines() if line.startswith("ERROR: ")]
+    assert len(lines) == 1 and "--backend-config" in lines[0] and "--audit" in lines[0], result.stderr.str()
+
+
+def test_audit_of_a_group_without_backend_errors_in_one_line_and_writes_nothing(project, moto_server, tmp_path):
+    result = project.runpytest_inprocess("-p", "no:cacheprovider", "--groups-dir", "groups", "--group", "tiny",
+                                         "--audit", "--aws-endpoint", moto_server.url, "--reports-dir", "reports")
+    out = result.stdout.str()
+    result.assert_outcomes(errors=1)
+    assert "cannot audit group tiny as deployed: group tiny:" in out and "no backend block" in out, out
+    assert "--run-id" in out and "Traceback" not in out
+    assert not (tmp_path / "home").exists() and not (project.path / "reports").exists()

@@ -321,6 +321,10 @@ def needs(h: "Harness", name: str, check: str) -> None:
     if check in ("unmanaged", "reachability"):
         needs_vpc(h, name, check)
         return
+    if check == "mutation" and getattr(h, "deployed", False):
+        raise NotApplicable(
+            f"mutation: {name} is audited as deployed, not applied by this tool: there is no fingerprint taken at "
+            "its apply to compare with; the drift check compares its live instances with its state")
     instances = state_instances(h, name) if check in ("roles", "mutation", "parity") else []
     declared = {role: n for role, n in config.roles.items() if n}
     if check == "roles":
