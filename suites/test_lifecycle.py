@@ -21,11 +21,11 @@ def tagged_instances(applied_group, infra, infra_ec2):
     with cannot_check(infra, f"instance tags of {name}"):
         claim = None
         try:
-            verify.needs(infra, name, "mutation")  # instances in the state (or none and none declared)
+            verify.needs(infra, name, "tags")  # instances in the state (or none and none declared)
         except verify.NotApplicable:
             pytest.skip(f"tags: {name} has no aws_instance and declares no [roles]")
         except verify.ClaimNotMet as exc:
-            claim = str(exc).replace("mutation: ", "tags: ", 1)
+            claim = str(exc)
         if claim is not None:
             raise pytest.fail.Exception(claim, pytrace=False) from None
         # A group audited as deployed carries no run tag: its instances are those tagged with the group.

@@ -48,11 +48,18 @@ def neighbour_resources(h: "Harness", name: str) -> list[Any]:
     return found
 
 
+def client(h: "Harness", name: str, service: str) -> Any:
+    """A boto3 client for the group's region with the group's credentials (a deployed group's profile)."""
+    if hasattr(h, "client"):
+        return h.client(name, service)
+    return h.sandbox.client(service, h.run.groups[name].region)
+
+
 def describe(h: "Harness", name: str) -> dict[str, Any]:
     from immutable_infra.live import describe_group
 
     rec = h.run.groups[name]
-    return describe_group(h.client(name, "ec2"), vpc_ids(h, name), name)
+    return describe_group(client(h, name, "ec2"), vpc_ids(h, name), name)
 
 
 def vpc_ids(h: "Harness", name: str) -> list[str]:
@@ -154,7 +161,7 @@ def _placement(h: "Harness", name: str, instances: list[dict[str, Any]],
     want_subnets = sorted({i["SubnetId"] for i in instances if i.get("SubnetId")} - {s["SubnetId"] for s in subnets})
     want_groups = sorted({g for i in instances for g in instance_security_group_ids(i)} - {g["GroupId"] for g in groups})
     if want_subnets or want_groups:
-        ec2 = h.client(name, "ec2")
+        ec2 = client(h, name, "ec2")
         if want_subnets:
             subnets += ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": want_subnets}])["Subnets"]
         if want_groups:
@@ -169,7 +176,7 @@ def mutation(h: "Harness", name: str) -> Result:
 
     rec = h.run.groups[name]
     tf = h.deployer.terraform(name)
-    live = fingerprints(h.client(name, "ec2"), tf.state())
+    live = fingerprints(client(h, name, "ec2"), tf.state())
     return Result("mutation", find_fingerprint_changes(name, rec.fingerprints, live))
 
 
@@ -183,7 +190,7 @@ def run_snapshot(h: "Harness") -> dict[str, Any]:
         if rec.status != "applied":
             continue
         state = h.deployer.terraform(other).state()
-        pairs.append((h.client(other, "ec2"), group_vpc_ids(rec.outputs, state)))
+        pairs.append((client(h, other, "ec2"), group_vpc_ids(rec.outputs, state)))
         addresses.update(addresses_from_state(state))
     snapshot = take(pairs)
     snapshot["addresses"] = addresses
@@ -250,7 +257,7 @@ def parity(h: "Harness", name: str) -> Result:
     from immutable_infra.live import live_instances
 
     rec = h.run.groups[name]
-    ec2 = h.client(name, "ec2")
+    ec2 = client(h, name, "ec2")
     instances = live_instances(describe(h, name))
     ids = sorted({i["ImageId"] for i in instances})
     images = ec2.describe_images(ImageIds=ids)["Images"] if ids else []
@@ -312,7 +319,8 @@ def needs(h: "Harness", name: str, check: str) -> None:
 
     drift: always applicable. unmanaged, reachability: a VPC of the group.
     roles: [roles] in group.toml or instances (and [roles] that declares
-    instances needs them in the state). mutation: instances. parity:
+    instances needs them in the state). mutation: instances, and a run this tool applied (a group
+    audited as deployed has no apply-time fingerprint). tags (the lifecycle tag test): instances. parity:
     instances and image manifests.
     """
     config = h.catalog.get(name)
@@ -321,11 +329,7 @@ def needs(h: "Harness", name: str, check: str) -> None:
     if check in ("unmanaged", "reachability"):
         needs_vpc(h, name, check)
         return
-    if check == "mutation" and getattr(h, "deployed", False):
-        raise NotApplicable(
-            f"mutation: {name} is audited as deployed, not applied by this tool: there is no fingerprint taken at "
-            "its apply to compare with; the drift check compares its live instances with its state")
-    instances = state_instances(h, name) if check in ("roles", "mutation", "parity") else []
+    instances = state_instances(h, name) if check in ("roles", "mutation", "parity", "tags") else []
     declared = {role: n for role, n in config.roles.items() if n}
     if check == "roles":
         if declared and not instances:
@@ -336,11 +340,15 @@ def needs(h: "Harness", name: str, check: str) -> None:
         if not declared and not instances:
             raise NotApplicable(f"roles: {name} declares no [roles] in its group.toml and has no aws_instance")
         return
-    if check in ("mutation", "parity") and not instances:
+    if check in ("mutation", "parity", "tags") and not instances:
         if declared:
             raise ClaimNotMet(f"{check}: {config.config_file} [roles] declares instances but {name}'s state "
                               "has no aws_instance; fix [roles] or the group's Terraform")
         raise NotApplicable(f"{check}: {name} has no aws_instance to check")
+    if check == "mutation" and getattr(h, "deployed", False):
+        raise NotApplicable(
+            f"mutation: {name} is audited as deployed, not applied by this tool: there is no fingerprint taken at "
+            "its apply to compare with; the drift check compares its live instances with its state")
     if check == "parity":
         from immutable_infra.images import load_catalog
 
