@@ -21,15 +21,17 @@ def tagged_instances(applied_group, infra, infra_ec2):
     with cannot_check(infra, f"instance tags of {name}"):
         claim = None
         try:
-            verify.needs(infra, name, "mutation")  # instances in the state (or none and none declared)
+            verify.needs(infra, name, "tags")  # instances in the state (or none and none declared)
         except verify.NotApplicable:
             pytest.skip(f"tags: {name} has no aws_instance and declares no [roles]")
         except verify.ClaimNotMet as exc:
-            claim = str(exc).replace("mutation: ", "tags: ", 1)
+            claim = str(exc)
         if claim is not None:
             raise pytest.fail.Exception(claim, pytrace=False) from None
+        # A group audited as deployed carries no run tag: its instances are those tagged with the group.
+        run_tag = [] if infra.deployed else [{"Name": "tag:Run", "Values": [applied_group.run.id]}]
         reservations = infra_ec2.describe_instances(
-            Filters=[{"Name": "tag:Run", "Values": [applied_group.run.id]}, {"Name": "tag:Group", "Values": [name]}]
+            Filters=run_tag + [{"Name": "tag:Group", "Values": [name]}]
         )["Reservations"]
     return [i for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]
 
@@ -48,8 +50,9 @@ def test_plan_after_apply_proposes_no_changes(applied_group, plan_after_apply, i
 
 
 @pytest.mark.infra_check("tags")
-def test_every_instance_has_role_and_group_tags(applied_group, tagged_instances, infra_report):
-    assert tagged_instances, f"{applied_group.name}: no live instance tagged Run={applied_group.run.id} and Group={applied_group.name}"
+def test_every_instance_has_role_and_group_tags(applied_group, tagged_instances, infra_report, infra):
+    run_tag = "" if infra.deployed else f"Run={applied_group.run.id} and "
+    assert tagged_instances, f"{applied_group.name}: no live instance tagged {run_tag}Group={applied_group.name}"
     findings = find_untagged_instances(applied_group.name, tagged_instances)
     infra_report.findings(applied_group.name, "tags", findings)
     assert not findings, "instances without their Role and Group tags:\n" + format_findings(findings)

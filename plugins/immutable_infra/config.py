@@ -108,6 +108,16 @@ class DisasterConfig(_Model):
     partner: str = Field(description="the group that must keep serving while this one is destroyed and rebuilt")
 
 
+class DeployedConfig(_Model):
+    """``[deployed]``: how the team's own wrapper reaches the group as deployed (``--audit`` without ``--run-id``)."""
+
+    profile: str | None = Field(
+        None, description="AWS credentials profile of the account the group lives in (AWS_PROFILE for its Terraform "
+                          "and its AWS clients); not used against an --aws-endpoint sandbox")
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="Terraform variables the team's wrapper passes (-var), beside [inputs]")
+
+
 class GroupConfig(_Model):
     """``group.toml``: one infrastructure group's contract."""
 
@@ -133,6 +143,7 @@ class GroupConfig(_Model):
     mutation: MutationConfig = Field(default_factory=MutationConfig, description="[mutation] table")
     chaos: ChaosConfig = Field(default_factory=ChaosConfig, description="[chaos] table")
     disaster: DisasterConfig | None = Field(None, description="[disaster] table")
+    deployed: DeployedConfig = Field(default_factory=DeployedConfig, description="[deployed] table")
 
     @field_validator("kind", mode="before")
     @classmethod

@@ -177,6 +177,10 @@ def _tail(text: str, n: int = 15) -> list[str]:
     return lines[-n:]
 
 
+class ReadOnlyError(ToolError):
+    """A command that writes state was asked of a read-only working directory (a bug in the caller)."""
+
+
 @dataclass
 class CommandResult:
     command: list[str]
@@ -265,8 +269,15 @@ class Terraform:
         driver: Driver | None = None,
         parallelism: int = DEFAULT_PARALLELISM,
         log_dir: Path | None = None,
+        read_only: bool = False,
+        init_args: list[str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        #: Never write the state nor take its lock (an audit of what is deployed): ``-lock=false`` on init and
+        #: plan; apply, destroy (and so refresh-only apply) are refused.
+        self.read_only = read_only
+        #: Extra ``terraform init`` arguments, e.g. ``-backend-config=...``.
+        self.init_args = list(init_args or [])
         self.driver = driver or EmbeddedDriver()
         self.parallelism = parallelism
         self.log_dir = log_dir
@@ -421,12 +432,16 @@ class Terraform:
 
     # -- verbs -----------------------------------------------------------------
 
+    def _lock(self) -> list[str]:
+        return ["-lock=false"] if self.read_only else []
+
     def init(self) -> CommandResult:
-        return self.run(["init", "-input=false", "-no-color", "-json"])
+        return self.run(["init", "-input=false", "-no-color", "-json", *self._lock(), *self.init_args])
 
     def plan(self, out: str = "tfplan", refresh_only: bool = False, destroy: bool = False) -> dict[str, Any]:
         """Plan to a file and return ``terraform show -json`` of it (read it with :mod:`plan`)."""
-        args = ["plan", "-input=false", "-no-color", "-json", f"-out={out}", f"-parallelism={self.parallelism}"]
+        args = ["plan", "-input=false", "-no-color", "-json", f"-out={out}", f"-parallelism={self.parallelism}",
+                *self._lock()]
         if refresh_only:
             args.append("-refresh-only")
         if destroy:
@@ -465,6 +480,9 @@ class Terraform:
         return self._apply(args, "destroy", progress)
 
     def _apply(self, args: list[str], verb: str, progress: Progress | None) -> ApplyResult:
+        if self.read_only:
+            raise ReadOnlyError(f"refusing terraform {' '.join(args[:2])} in {self.workdir}: this working directory "
+                                "reads a deployed group's state, which an audit never writes")
         tracker = _ApplyTracker(verb, progress)
         result = self.run(args, on_event=tracker.on_event, tick=tracker.tick)
         tracker.finish()

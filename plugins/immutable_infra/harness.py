@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from immutable_infra.catalog import Catalog, Group
+from immutable_infra.errors import ToolError
 from immutable_infra.engine import Driver, EmbeddedDriver, ExternalDriver, Terraform
 from immutable_infra.ephemeral import Deployer, Run, RunError
 from immutable_infra.sandbox import Sandbox, SandboxError
@@ -28,6 +29,8 @@ class AppliedGroup:
     sandbox: Sandbox
     terraform: Terraform
     _state: dict[str, Any] | None = field(default=None, repr=False)
+    #: client(service) with the group's credentials (a deployed group's profile); default: the sandbox's
+    clients: Callable[[str], Any] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -61,6 +64,8 @@ class AppliedGroup:
 
     def client(self, service: str) -> Any:
         """A boto3 client for the group's region, bound to the run's endpoint."""
+        if self.clients is not None:
+            return self.clients(service)
         return self.sandbox.client(service, self.region)
 
 
@@ -76,6 +81,7 @@ class Harness:
         self._sandbox: Sandbox | None = None
         self._run: Run | None = None
         self._images_registered = False
+        self._run_error: Exception | None = None
 
     @cached_property
     def driver(self) -> Driver:
@@ -96,7 +102,18 @@ class Harness:
     def run(self) -> Run:
         if self._run is None:
             s = self.settings
-            if s.run_id and Run.exists(s.home, s.run_id):
+            if s.deployed_audit:  # the groups as deployed, each read from its own backend (deployed.py)
+                from immutable_infra.deployed import read_deployed
+
+                if self._run_error is not None:  # said once; every later test gets the same line at once
+                    raise self._run_error
+                try:
+                    self._run = read_deployed(self.catalog, s.groups, self.sandbox, self.driver, s.backend_config,
+                                              s.parallelism, self.say)
+                except ToolError as exc:
+                    self._run_error = exc
+                    raise
+            elif s.run_id and Run.exists(s.home, s.run_id):
                 run = Run.load(s.home, s.run_id)
                 if run.endpoint != self.sandbox.endpoint:
                     where = run.endpoint or "real AWS"
@@ -122,9 +139,33 @@ class Harness:
         groups_dir = export_groups(self.settings.groups_dir, self.settings.base_ref, self.run.path / "base")
         return Catalog(groups_dir)
 
+    @property
+    def deployed(self) -> bool:
+        """The run is the groups as deployed (an audit without --run-id), not a run of this tool."""
+        from immutable_infra.deployed import DeployedRun
+
+        return isinstance(self.run, DeployedRun)
+
     @cached_property
     def deployer(self) -> Deployer:
+        if self.deployed:
+            from immutable_infra.deployed import DeployedDeployer
+
+            return DeployedDeployer(self.run, self.base_catalog, self.sandbox, self.driver, self.settings.parallelism,
+                                    self.say)
         return Deployer(self.run, self.base_catalog, self.sandbox, self.driver, self.settings.parallelism, self.say)
+
+    def client(self, name: str, service: str) -> Any:
+        """A boto3 client for group ``name``'s region, with the group's credentials ([deployed] profile on AWS)."""
+        region = self.run.groups[name].region if name in self.run.groups else self.catalog.get(name).region
+        if self.deployed:
+            return self.deployer.client(name, service, region)  # type: ignore[attr-defined]
+        return self.sandbox.client(service, region)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the session wants said in the terminal and the summary (a state lock held by someone else)."""
+        return list(getattr(self._run, "notes", []) or [])
 
     def plan_working_tree(self, name: str) -> dict[str, Any]:
         """Merge gate: plan the working tree's version of a group against what the base version applied."""
@@ -144,12 +185,17 @@ class Harness:
         for g in groups:
             rec = self.run.groups.get(g.name)
             if rec is not None and rec.status == "applied":
+                if self.deployed:
+                    continue  # read from its backend (said so then)
                 if g.name not in self.applied_here and g.name not in self.reused:
                     self.reused.append(g.name)
                     self.say(f"[{g.name}] reusing run {self.run.id} ({len(rec.resources)} resources)")
             else:
                 todo.append(g)
         if todo and self.settings.audit:
+            if self.deployed:
+                raise RunError("--audit never applies, and these groups were not read as deployed: "
+                               + ", ".join(g.name for g in todo) + "; name them with --group")
             raise RunError(
                 f"--audit never applies, but run {self.run.id} has no applied "
                 + ", ".join(g.name for g in todo)
@@ -178,7 +224,8 @@ class Harness:
 
     def applied(self, name: str) -> AppliedGroup:
         self.up([name])
-        return AppliedGroup(self.catalog.get(name), self.run, self.sandbox, self.deployer.terraform(name))
+        return AppliedGroup(self.catalog.get(name), self.run, self.sandbox, self.deployer.terraform(name),
+                            clients=(lambda service: self.client(name, service)) if self.deployed else None)
 
     def dependents(self, name: str) -> list[str]:
         """Groups applied in this run that take inputs from ``name``, directly or not, in apply order."""
@@ -280,6 +327,10 @@ class Harness:
                 else:
                     problems = self.deployer.teardown(list(reversed(self.applied_here)))
         finally:
+            from immutable_infra.deployed import DeployedRun
+
+            if isinstance(self._run, DeployedRun):
+                self._run.forget()  # the private copies: nothing of an audit stays outside reports/
             if self._sandbox is not None:
                 self._sandbox.stop()
         return problems

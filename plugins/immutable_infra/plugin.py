@@ -38,8 +38,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         env = settings_mod.env_name(name)
         if ini_type == "bool":
             group.addoption(flag, action="store_true", default=None, dest=name, help=f"{help_text} [env {env}]")
-        elif name == "group":
-            group.addoption(flag, action="append", default=[], dest=name, metavar="NAME", help=f"{help_text} [env {env}]")
+        elif name in ("group", "backend_config"):
+            group.addoption(flag, action="append", default=[], dest=name,
+                            metavar="NAME" if name == "group" else "KEY=VALUE|FILE", help=f"{help_text} [env {env}]")
         else:
             group.addoption(flag, action="store", default=None, dest=name, metavar=name.split("_")[-1].upper(),
                             help=f"{help_text} [env {env}]")
@@ -218,6 +219,8 @@ def applied_group(infra: Harness, group_name: str) -> AppliedGroup:
         return infra.applied(group_name)
     except TOOL_ERRORS as exc:
         where = infra.settings.groups_dir / group_name
+        if infra.settings.deployed_audit:
+            pytest.fail(f"cannot audit group {group_name} as deployed: {exc}", pytrace=False)
         pytest.fail(f"cannot apply group {group_name} ({where}): {exc}", pytrace=False)
 
 
@@ -437,6 +440,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     s = config.stash[SETTINGS]
     kind = "embedded" if s.embedded else "aws" if s.real_aws else s.aws_endpoint
     summary = reporter.summary(harness._run, int(exitstatus), config.stash[TEARDOWN], endpoint=kind)
+    if harness.notes:
+        summary["notes"] = harness.notes
     budgets = {}
     for name in summary["groups"]:
         try:
@@ -454,7 +459,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr = terminalreporter
     run = harness._run
     tr.section("immutable-infra")
-    tr.write_line(f"run {run.id}  endpoint {run.endpoint or 'real AWS'}")
+    tr.write_line(f"run {run.id}  endpoint {run.endpoint or 'real AWS'}"
+                  + ("  (the groups as deployed, read from their own backends; nothing written)"
+                     if harness.deployed else ""))
+    for note in harness.notes:
+        tr.write_line(note, yellow=True)
     tr.write_line(f"{'group':<16} {'status':<12} {'resources':>9} {'apply s':>8} {'destroy s':>9} {'rebuild s':>9}  findings")
     for name in run.order:
         rec = run.groups[name]

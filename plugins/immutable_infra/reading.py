@@ -76,14 +76,19 @@ class Reading:
 
     # -- AWS
 
+    def _ec2(self, group: str) -> Any:
+        """An EC2 client for the group's region, with the group's credentials (``verify.client``)."""
+        from immutable_infra.verify import client
+
+        return client(self.h, group, "ec2")
+
     def describe(self, group: str) -> dict[str, Any]:
         """The describe snapshot of the group's VPCs (``live.describe_group``), taken once per pass."""
         from immutable_infra.live import describe_group
 
         if group not in self._describes:
             self.reads.append(f"describe:{group}")
-            rec = self.h.run.groups[group]
-            self._describes[group] = describe_group(self.h.sandbox.client("ec2", rec.region), self.vpc_ids(group), group)
+            self._describes[group] = describe_group(self._ec2(group), self.vpc_ids(group), group)
         return dict(self._describes[group])
 
     def run_snapshot(self) -> dict[str, Any]:
@@ -94,8 +99,7 @@ class Reading:
             self.reads.append("run_snapshot")
             pairs, addresses = [], {}
             for other in self.applied():
-                rec = self.h.run.groups[other]
-                pairs.append((self.h.sandbox.client("ec2", rec.region), self.vpc_ids(other)))
+                pairs.append((self._ec2(other), self.vpc_ids(other)))
                 addresses.update(self.addresses(other))
             snapshot = take(pairs)
             snapshot["addresses"] = addresses

@@ -23,7 +23,10 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "keep": ("leave the run deployed at the end; prints its id and how to destroy it", "bool", False),
     "terraform": ("drive this terraform or tofu binary instead of the embedded Terraform", "string", ""),
     "reports_dir": ("where reports go (default: reports)", "string", "reports"),
-    "audit": ("read-only: test a deployed run (--run-id) without applying, writing or destroying anything", "bool", False),
+    "audit": ("read-only: test the groups as deployed (from their own Terraform backend), or a run with --run-id; "
+              "never applies, writes or destroys anything", "bool", False),
+    "backend_config": ("--audit of the groups as deployed: KEY=VALUE or a file, passed to terraform init as "
+                       "-backend-config (what the team's wrapper passes); repeatable", "args", []),
     "base_ref": ("merge gate: apply the groups as they were at this git revision, then plan the working tree against them", "string", ""),
     "rebuild_regression": ("fail when a group's rebuild exceeds the median of its last 10 recorded rebuilds by more than PCT percent", "string", ""),
     "chaos_dry_run": ("list the faults the chaos suite would inject, and touch nothing", "bool", False),
@@ -81,6 +84,7 @@ class Settings:
     reports_dir: Path = Path("reports")
     parallelism: int = DEFAULT_PARALLELISM
     audit: bool = False
+    backend_config: list[str] = field(default_factory=list)
     rebuild_regression: float | None = None
     chaos_dry_run: bool = False
     base_ref: str | None = None
@@ -100,8 +104,15 @@ class Settings:
         return f"{src} {value}" if src.startswith("--") else f"{src} = {value!r}"
 
     @property
+    def deployed_audit(self) -> bool:
+        """--audit without --run-id: the groups as deployed, read from their own backends."""
+        return self.audit and not self.run_id
+
+    @property
     def embedded(self) -> bool:
-        return not self.aws_endpoint and not self.real_aws
+        # A fresh embedded sandbox holds nothing deployed: an audit of what is deployed reads real AWS
+        # unless --aws-endpoint names where it is.
+        return not self.aws_endpoint and not self.real_aws and not self.deployed_audit
 
 
 def _percent(value: Any, setting: str = "--rebuild-regression") -> float | None:
@@ -154,7 +165,9 @@ def from_pytest_config(config: Any) -> Settings:
         env = os.environ.get(env_name(name))
         if env:
             sources[name] = env_name(name)
-            return [g for g in env.replace(",", " ").split() if g] if name == "group" else env
+            if name == "group":
+                return [g for g in env.replace(",", " ").split() if g]
+            return env.split() if name == "backend_config" else env
         try:
             ini = config.getini(ini_name(name))
         except (ValueError, pytest.UsageError) as exc:  # pytest's bool parser: "invalid truth value 'maybe'"
@@ -196,6 +209,7 @@ def from_pytest_config(config: Any) -> Settings:
         reports_dir=path(get("reports_dir")),
         parallelism=parallelism,
         audit=flag("audit"),
+        backend_config=list(get("backend_config") or []),
         rebuild_regression=_percent(regression, sources.get("rebuild_regression", "--rebuild-regression")),
         chaos_dry_run=flag("chaos_dry_run"),
         base_ref=get("base_ref") or None,
@@ -281,11 +295,12 @@ def usage_problems(s: Settings) -> list[str]:
                 f"{audit} {s.given('run_id', s.run_id)}: there is no run {s.run_id!r} in {s.home / 'runs'}, and an "
                 "audit only reads a deployed run; `immutable-infra runs` lists them (mind IMMUTABLE_INFRA_HOME)"
             )
-    if s.audit and not s.run_id:
+    if s.backend_config and not s.deployed_audit:
         problems.append(
-            f"{audit} reads a deployed run and never applies: name it with --run-id ID "
-            "(bring one up with `immutable-infra up GROUP --aws-endpoint URL`)"
-        )
+            f"{s.source('backend_config')} is for auditing the groups as deployed (--audit without --run-id); "
+            + ("a run's groups keep their state in the run" if s.run_id else "add --audit, or drop it"))
+    if s.deployed_audit and s.reap_expired:
+        problems.append(f"{s.source('reap_expired')} deletes resources, which an audit ({audit}) never does; drop one")
     if s.audit and s.base_ref:
         problems.append(f"{s.source('base_ref')} applies the base version, which an audit ({audit}) never does; "
                         "drop one of them")

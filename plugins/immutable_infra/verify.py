@@ -49,6 +49,13 @@ def neighbour_resources(h: "Harness", name: str, reading: Reading | None = None)
     return (reading or Reading(h)).neighbour_resources(name)
 
 
+def client(h: "Harness", name: str, service: str) -> Any:
+    """A boto3 client for the group's region with the group's credentials (a deployed group's profile)."""
+    if hasattr(h, "client"):
+        return h.client(name, service)
+    return h.sandbox.client(service, h.run.groups[name].region)
+
+
 def describe(h: "Harness", name: str, reading: Reading | None = None) -> dict[str, Any]:
     """The describe snapshot of the group's VPCs (one per pass: see :class:`Reading`)."""
     return (reading or Reading(h)).describe(name)
@@ -171,7 +178,7 @@ def _placement(h: "Harness", name: str, instances: list[dict[str, Any]],
     want_subnets = sorted({i["SubnetId"] for i in instances if i.get("SubnetId")} - {s["SubnetId"] for s in subnets})
     want_groups = sorted({g for i in instances for g in instance_security_group_ids(i)} - {g["GroupId"] for g in groups})
     if want_subnets or want_groups:
-        ec2 = h.sandbox.client("ec2", h.run.groups[name].region)
+        ec2 = client(h, name, "ec2")
         if want_subnets:
             subnets += ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": want_subnets}])["Subnets"]
         if want_groups:
@@ -186,7 +193,7 @@ def mutation(h: "Harness", name: str, reading: Reading | None = None) -> Result:
 
     reading = reading or Reading(h)
     rec = h.run.groups[name]
-    live = fingerprints(h.sandbox.client("ec2", rec.region), reading.state(name))
+    live = fingerprints(client(h, name, "ec2"), reading.state(name))
     return Result("mutation", find_fingerprint_changes(name, rec.fingerprints, live))
 
 
@@ -256,7 +263,7 @@ def parity(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     from immutable_infra.live import live_instances
 
     rec = h.run.groups[name]
-    ec2 = h.sandbox.client("ec2", rec.region)
+    ec2 = client(h, name, "ec2")
     instances = live_instances((reading or Reading(h)).describe(name))
     ids = sorted({i["ImageId"] for i in instances})
     images = ec2.describe_images(ImageIds=ids)["Images"] if ids else []
@@ -324,7 +331,8 @@ def needs(h: "Harness", name: str, check: str, reading: Reading | None = None) -
 
     drift: always applicable. unmanaged, reachability: a VPC of the group.
     roles: [roles] in group.toml or instances (and [roles] that declares
-    instances needs them in the state). mutation: instances. parity:
+    instances needs them in the state). mutation: instances, and a run this tool applied (a group
+    audited as deployed has no apply-time fingerprint). tags (the lifecycle tag test): instances. parity:
     instances and image manifests.
     """
     config = h.catalog.get(name)
@@ -334,7 +342,7 @@ def needs(h: "Harness", name: str, check: str, reading: Reading | None = None) -
     if check in ("unmanaged", "reachability"):
         needs_vpc(h, name, check, reading)
         return
-    instances = reading.instances(name) if check in ("roles", "mutation", "parity") else []
+    instances = reading.instances(name) if check in ("roles", "mutation", "parity", "tags") else []
     declared = {role: n for role, n in config.roles.items() if n}
     if check == "roles":
         if declared and not instances:
@@ -345,11 +353,15 @@ def needs(h: "Harness", name: str, check: str, reading: Reading | None = None) -
         if not declared and not instances:
             raise NotApplicable(f"roles: {name} declares no [roles] in its group.toml and has no aws_instance")
         return
-    if check in ("mutation", "parity") and not instances:
+    if check in ("mutation", "parity", "tags") and not instances:
         if declared:
             raise ClaimNotMet(f"{check}: {config.config_file} [roles] declares instances but {name}'s state "
                               "has no aws_instance; fix [roles] or the group's Terraform")
         raise NotApplicable(f"{check}: {name} has no aws_instance to check")
+    if check == "mutation" and getattr(h, "deployed", False):
+        raise NotApplicable(
+            f"mutation: {name} is audited as deployed, not applied by this tool: there is no fingerprint taken at "
+            "its apply to compare with; the drift check compares its live instances with its state")
     if check == "parity":
         from immutable_infra.images import load_catalog
 
