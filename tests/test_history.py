@@ -17,10 +17,12 @@ from immutable_infra.history import (
     baseline,
     check_regression,
     explain_regression,
+    entries_of,
     git_commit,
     group_series,
     history_entry,
     history_groups,
+    kind_of,
     read_history,
 )
 
@@ -49,6 +51,7 @@ def test_history_entry_shape():
                       time=dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.timezone(dt.timedelta(hours=8))))
     assert e == {
         "format": 1,
+        "kind": "run",
         "time": "2026-05-01T04:00:00+00:00",
         "run_id": "r1a2b3",
         "commit": "9f3c",
@@ -159,6 +162,36 @@ def test_group_series_in_time_order_without_missing_times():
 
 def test_group_series_reads_a_naive_time_as_utc():
     assert group_series([{"time": "2026-05-01T02:00:00", "groups": {"a": {"rebuild_seconds": 1}}}], "a") == [(T0, 1.0)]
+
+
+def audit_line(i: int, **drift: int) -> dict:
+    """An audit line as audit_history writes it (no rebuild time; counts, verdicts, finding ids)."""
+    return {"format": 1, "kind": "audit", "time": (T0 + dt.timedelta(hours=i)).isoformat(), "target": "deployed",
+            "run_id": None, "commit": None,
+            "groups": {name.replace("_", "-"): {"drift_count": n, "unmanaged_count": 0, "verdicts": {"drift": "fail"},
+                                                "findings": [f"drift:x:{k}:a" for k in range(n)],
+                                                "rebuild_seconds": 1.0}  # a stray field must not leak in
+                       for name, n in drift.items()}}
+
+
+def test_lines_without_a_kind_are_runs_and_stay_readable():
+    legacy = {"format": 1, "time": T0.isoformat(), "run_id": "old", "commit": None,
+              "groups": {"a": {"rebuild_seconds": 50.0, "drift_count": 0, "verdicts": {}, "budget_seconds": None}}}
+    assert kind_of(legacy) == "run" and kind_of(entry(0, a=1.0)) == "run" and kind_of(audit_line(0, a=1)) == "audit"
+    assert entries_of([legacy, audit_line(1, a=1), entry(2, a=60.0)], "run") == [legacy, entry(2, a=60.0)]
+    assert group_series([legacy, entry(2, a=60.0)], "a") == [(T0, 50.0), (T0 + dt.timedelta(hours=2), 60.0)]
+
+
+def test_readers_of_rebuild_times_ignore_audit_lines(tmp_path: Path):
+    path = tmp_path / "history.jsonl"
+    for e in [entry(0, a=100.0), audit_line(1, a=3, audited_only=2), entry(2, a=100.0), audit_line(3, a=0)]:
+        append_history(path, e)
+    history = read_history(path)
+    assert len(history) == 4
+    assert group_series(history, "a") == [(T0, 100.0), (T0 + dt.timedelta(hours=2), 100.0)]
+    assert history_groups(history) == ["a"]  # the group only audits saw is no rebuild series
+    assert baseline("a", history) == Baseline("a", 100.0, 2)
+    assert baseline("audited-only", history) is None
 
 
 # ---------------------------------------------------------------- regression gate

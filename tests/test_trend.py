@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,74 @@ def test_drawing_leaves_no_pyplot_figures_and_needs_no_display(tmp_path: Path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "headless.png").read_bytes()[:8] == PNG_MAGIC
+
+
+# ---------------------------------------------------------------- drift trend (audit lines)
+
+
+def audit_history() -> list[dict]:
+    """2 groups x 5 nightly audits (deployed), one audit of a kept run, and run lines in between."""
+    from immutable_infra.audit_history import audit_entry
+
+    drift = {"prd-sg-slave": [0, 2, 5, 1, 0], "prd-sg-master": [1, 1, 0, 0, 3]}
+    unmanaged = {"prd-sg-slave": [0, 1, 1, None, 0], "prd-sg-master": [0, 0, 0, 2, 2]}
+    history = []
+    for i in range(5):
+        groups = {g: {"drift_count": drift[g][i], "unmanaged_count": unmanaged[g][i], "verdicts": {}, "findings": []}
+                  for g in drift}
+        history.append(audit_entry("deployed", None, None, groups, time=T0 + dt.timedelta(days=i)))
+        history.append(history_entry(f"r{i}", None, {"ops-sg": {"rebuild_seconds": 200.0}},
+                                     time=T0 + dt.timedelta(days=i, hours=1)))
+    history.append(audit_entry("run:aud1", "aud1", None, {"prd-sg-slave": {"drift_count": 4, "unmanaged_count": 1}},
+                               time=T0 + dt.timedelta(days=2, hours=3)))
+    return history
+
+
+def drift_lines(fig) -> tuple[dict, dict]:
+    drift_ax, unmanaged_ax = fig.axes
+    return ({ln.get_label(): ln for ln in drift_ax.get_lines()}, {ln.get_label(): ln for ln in unmanaged_ax.get_lines()})
+
+
+def test_the_drift_chart_has_a_panel_per_count_and_a_line_per_group():
+    from immutable_infra.trend import DRIFT_TITLE, DRIFT_Y_LABELS, build_drift_figure
+
+    fig = build_drift_figure(audit_history())
+    drift_ax, unmanaged_ax = fig.axes
+    assert fig.get_suptitle() == DRIFT_TITLE
+    assert (drift_ax.get_ylabel(), unmanaged_ax.get_ylabel()) == tuple(DRIFT_Y_LABELS.values())
+    assert unmanaged_ax.get_xlabel() == "audit (UTC)"
+    drift, unmanaged = drift_lines(fig)
+    assert set(drift) == set(unmanaged) == {"prd-sg-slave", "prd-sg-master", "prd-sg-slave (run aud1)"}  # no ops-sg
+    assert list(drift["prd-sg-slave"].get_ydata()) == [0, 2, 5, 1, 0]
+    ys = list(unmanaged["prd-sg-slave"].get_ydata())
+    assert ys[:3] == [0, 1, 1] and math.isnan(ys[3]) and ys[4] == 0  # the audit that did not count is a gap, not 0
+    assert list(unmanaged["prd-sg-master"].get_ydata()) == [0, 0, 0, 2, 2]
+    for name in drift:  # one colour per group, the same in both panels
+        assert to_rgba(drift[name].get_color()) == to_rgba(unmanaged[name].get_color())
+    assert len({to_rgba(line.get_color()) for line in drift.values()}) == 3
+    assert drift_ax.get_ylim()[0] == 0 and drift_ax.get_ylim()[1] > 5
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(drift)
+
+
+def test_the_drift_png_is_written_for_one_audit_of_one_group(tmp_path: Path):
+    from immutable_infra.audit_history import audit_entry
+    from immutable_infra.trend import build_drift_figure, plot_drift_trend
+
+    history = [audit_entry("deployed", None, None, {"prd-cn": {"drift_count": 2, "unmanaged_count": 0}}, time=T0)]
+    drift, unmanaged = drift_lines(build_drift_figure(history))
+    assert list(drift["prd-cn"].get_ydata()) == [2] and list(unmanaged["prd-cn"].get_ydata()) == [0]
+    left, right = build_drift_figure(history).axes[1].get_xlim()
+    assert left < matplotlib.dates.date2num(T0) < right
+    path = plot_drift_trend(history, tmp_path / "reports" / "drift-trend.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000
+    assert plot_drift_trend(audit_history(), tmp_path / "several.png").stat().st_size > 10_000
+
+
+def test_a_history_without_audit_counts_says_so(tmp_path: Path):
+    from immutable_infra.audit_history import audit_entry
+    from immutable_infra.trend import build_drift_figure, plot_drift_trend
+
+    only_runs = synthetic_history() + [audit_entry("deployed", None, None, {"g": {"drift_count": None}}, time=T0)]
+    fig = build_drift_figure(only_runs)
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == ["no audit counts recorded yet"] * 2
+    assert plot_drift_trend([], tmp_path / "empty.png").read_bytes()[:8] == PNG_MAGIC

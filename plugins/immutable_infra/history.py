@@ -1,9 +1,11 @@
-"""History: ``reports/history.jsonl``, one line per run, and the rebuild-time regression gate.
+"""History: ``reports/history.jsonl``, one line per session, and the rebuild-time regression gate.
 
 The file is append-only JSON Lines, readable with ``jq`` or a spreadsheet.
-Every line is one run::
+Each line has a ``kind``: ``run`` (a session that applied a run; lines
+written before kinds existed have no ``kind`` and are runs) or ``audit`` (a
+read-only audit, see :mod:`immutable_infra.audit_history`). A run line::
 
-    {"format": 1, "time": "2026-05-01T10:00:00+00:00", "run_id": "r1a2b3", "commit": "9f3c...",
+    {"format": 1, "kind": "run", "time": "2026-05-01T10:00:00+00:00", "run_id": "r1a2b3", "commit": "9f3c...",
      "groups": {"prd-sg-slave": {"rebuild_seconds": 74.2, "drift_count": 0,
                                  "verdicts": {"drift": "pass", "rebuild": "fail", "chaos": "error"},
                                  "budget_seconds": 300.0}}}
@@ -12,6 +14,10 @@ Several sessions (parallel Jenkins jobs on one workspace, xdist workers)
 may append at once: :func:`append_history` takes a file lock and writes each
 line with a single write followed by ``fsync``. :func:`read_history` skips a
 line it cannot parse (a writer killed mid-line) instead of failing.
+
+The readers here (:func:`group_series`, :func:`history_groups`, the
+baseline and the rebuild trend) read run lines only, so audit lines never
+enter a rebuild baseline.
 
 The regression gate (:func:`check_regression`) compares a measured rebuild
 time with the median of the group's last N recorded ones. Call it *before*
@@ -37,6 +43,8 @@ from immutable_infra.findings import Finding
 FORMAT_VERSION = 1
 CHECK = "rebuild"
 FILE_NAME = "history.jsonl"
+#: The kinds of history lines; a line without ``kind`` is a run.
+RUN, AUDIT = "run", "audit"
 #: A check's verdict, from its tests' outcomes (see ``report.verdict_of``).
 VERDICTS = frozenset({"pass", "fail", "error", "skip", "not-run"})
 #: Seconds to wait for another writer's lock before giving up (a writer holds it for one line).
@@ -90,7 +98,8 @@ def history_entry(run_id: str, commit: str | None, groups: Mapping[str, Mapping[
             "verdicts": verdicts,
             "budget_seconds": _number(name, "budget_seconds", raw.get("budget_seconds")),
         }
-    return {"format": FORMAT_VERSION, "time": _iso(time), "run_id": run_id, "commit": commit, "groups": recorded}
+    return {"format": FORMAT_VERSION, "kind": RUN, "time": _iso(time), "run_id": run_id, "commit": commit,
+            "groups": recorded}
 
 
 def append_history(path: Path | str, entry: Mapping[str, Any]) -> Path:
@@ -143,7 +152,19 @@ def read_history(path: Path | str) -> list[dict[str, Any]]:
     return entries
 
 
-def _time(entry: Mapping[str, Any]) -> dt.datetime | None:
+def kind_of(entry: Mapping[str, Any]) -> str:
+    """The line's kind: ``run`` for lines written before kinds existed."""
+    kind = entry.get("kind")
+    return kind if isinstance(kind, str) and kind else RUN
+
+
+def entries_of(history: Iterable[Mapping[str, Any]], kind: str) -> list[Mapping[str, Any]]:
+    """The lines of one kind, in file order."""
+    return [entry for entry in history if kind_of(entry) == kind]
+
+
+def entry_time(entry: Mapping[str, Any]) -> dt.datetime | None:
+    """The line's time (a time without zone is read as UTC), or None when it has no readable time."""
     try:
         time = dt.datetime.fromisoformat(str(entry.get("time")))
     except ValueError:
@@ -152,13 +173,16 @@ def _time(entry: Mapping[str, Any]) -> dt.datetime | None:
 
 
 def group_series(history: Iterable[Mapping[str, Any]], group: str) -> list[tuple[dt.datetime, float]]:
-    """``(run time, rebuild seconds)`` of ``group``, oldest first; runs without a rebuild time are left out."""
+    """``(run time, rebuild seconds)`` of ``group``, oldest first; runs without a rebuild time are left out.
+
+    Only run lines count (audit lines carry no rebuild time).
+    """
     series = []
-    for entry in history:
+    for entry in entries_of(history, RUN):
         groups = entry.get("groups")
         record = groups.get(group) if isinstance(groups, Mapping) else None
         seconds = record.get("rebuild_seconds") if isinstance(record, Mapping) else None
-        time = _time(entry)
+        time = entry_time(entry)
         if time is None or isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             continue
         series.append((time, float(seconds)))
@@ -167,9 +191,9 @@ def group_series(history: Iterable[Mapping[str, Any]], group: str) -> list[tuple
 
 
 def history_groups(history: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Group names in order of first appearance."""
+    """Group names of the run lines, in order of first appearance."""
     names: dict[str, None] = {}
-    for entry in history:
+    for entry in entries_of(history, RUN):
         groups = entry.get("groups")
         if isinstance(groups, Mapping):
             names.update(dict.fromkeys(groups))

@@ -448,7 +448,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             budgets[name] = harness.catalog.get(name).rebuild_budget_seconds
         except CatalogError:
             budgets[name] = None
-    reporter.write(summary, audit_trail=not s.audit, commit_of=s.groups_dir, budgets=budgets)
+    from immutable_infra.audit_history import target_of
+
+    reporter.write(summary, audit_trail=not s.audit, commit_of=s.groups_dir, budgets=budgets,
+                   audit=target_of(s.run_id) if s.audit else None)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -479,6 +482,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         )
     if reporter is not None:
         _write_coverage(tr, reporter, run.order)
+        _write_audit_changes(tr, reporter)
     for problem in config.stash[TEARDOWN]:
         tr.write_line(problem, red=True)
     if run.keep:
@@ -498,6 +502,21 @@ def _write_coverage(tr: Any, reporter: Reporter, groups: list[str]) -> None:
             if test.outcome == "skipped":
                 short = test.nodeid.split("::", 1)[-1]
                 tr.write_line(f"  not checked: {short}: {test.reason}", yellow=True)
+
+
+#: At most this many new and fixed finding ids per group in the terminal (summary.md lists them all).
+AUDIT_LINES = 20
+
+
+def _write_audit_changes(tr: Any, reporter: Reporter) -> None:
+    """After an audit: per group, first audit, or what is new and what was fixed since the previous one."""
+    for changes in reporter.audit_changes.values():
+        tr.write_line(changes.sentence(), yellow=bool(changes.new), green=not changes.new and not changes.first)
+        rows = [("new", fid) for fid in changes.new] + [("fixed", fid) for fid in changes.fixed]
+        for what, fid in rows[:AUDIT_LINES]:
+            tr.write_line(f"  {what}: {fid}", red=what == "new")
+        if len(rows) > AUDIT_LINES:
+            tr.write_line(f"  ... and {len(rows) - AUDIT_LINES} more (summary.md)")
 
 
 def _s(value: float | None) -> str:

@@ -74,6 +74,8 @@ class Reporter:
         self.checks: dict[str, dict[str, CheckRecord]] = {}
         self.written: list[Path] = []
         self.extra: list[Path] = []  # files other parts wrote into the reports folder (chaos matrix, ...)
+        #: after an audit's write: group -> what changed since its previous audit (audit_history.Changes)
+        self.audit_changes: dict[str, Any] = {}
 
     # -- collecting --------------------------------------------------------------
 
@@ -84,7 +86,7 @@ class Reporter:
 
     def findings(self, group: str, check: str, findings: list[Finding]) -> None:
         rec = self.check(group, check)
-        rec.findings.extend(f.to_dict() for f in findings)
+        rec.findings.extend({**f.to_dict(), "id": f.id} for f in findings)
 
     def table(self, group: str, check: str, name: str, rows: list[dict[str, Any]]) -> None:
         self.check(group, check).tables[name] = rows
@@ -178,9 +180,18 @@ class Reporter:
         }
 
     def write(self, summary: dict[str, Any], audit_trail: bool = True, commit_of: Path | None = None,
-              budgets: dict[str, float | None] | None = None) -> list[Path]:
-        """Write summary.json and summary.md (and a copy per run); append history and redraw the trend."""
+              budgets: dict[str, float | None] | None = None, audit: str | None = None) -> list[Path]:
+        """Write summary.json and summary.md (and a copy per run); append history and redraw the trend.
+
+        ``audit_trail`` appends a ``run`` line and redraws rebuild-trend.png
+        (sessions that applied a run). ``audit`` (the audit's target, see
+        ``audit_history.target_of``) adds what changed since the previous
+        audit of each audited group to the summary, appends an ``audit``
+        line and redraws drift-trend.png.
+        """
         self.reports_dir.mkdir(parents=True, exist_ok=True)
+        if audit:
+            summary, audit_records = self._audit_changes(summary, audit)
         paths = [self._write_json(self.reports_dir / "summary.json", summary)]
         md = self.reports_dir / "summary.md"
         md.write_text(render_markdown(summary), encoding="utf-8")
@@ -192,8 +203,34 @@ class Reporter:
             shutil.copyfile(md, run_dir / "summary.md")
         if audit_trail and summary.get("run_id"):
             paths += self._history(summary, commit_of, budgets or {})
+        if audit:
+            paths += self._audit_history(audit, audit_records, commit_of)
         self.written = paths + self.extra
         return self.written
+
+    def _audit_changes(self, summary: dict[str, Any], target: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The summary with an ``audit`` section (new and fixed per group since its previous audit), and the records."""
+        from immutable_infra.audit_history import audit_record, changes_since_previous
+        from immutable_infra.history import read_history
+
+        records = {name: audit_record(g.get("checks", {})) for name, g in summary["groups"].items()
+                   if g.get("test_outcomes")}  # groups the session tested, not the groups they only depend on
+        self.audit_changes = changes_since_previous(read_history(self.reports_dir / "history.jsonl"), target, records)
+        summary = {**summary, "audit": {"target": target,
+                                        "groups": {n: c.to_dict() for n, c in self.audit_changes.items()}}}
+        return summary, records
+
+    def _audit_history(self, target: str, records: dict[str, Any], commit_of: Path | None) -> list[Path]:
+        """One ``audit`` line in history.jsonl for the session, and the drift trend drawn from every audit line."""
+        from immutable_infra.audit_history import audit_entry
+        from immutable_infra.history import append_history, git_commit, read_history
+        from immutable_infra.trend import DRIFT_FILE_NAME, plot_drift_trend
+
+        history_path = self.reports_dir / "history.jsonl"
+        run_id = target.removeprefix("run:") if target.startswith("run:") else None
+        append_history(history_path, audit_entry(target, run_id, git_commit(commit_of) if commit_of else None, records))
+        trend = plot_drift_trend(read_history(history_path), self.reports_dir / DRIFT_FILE_NAME)
+        return [history_path, trend]
 
     def _history(self, summary: dict[str, Any], commit_of: Path | None, budgets: dict[str, float | None]) -> list[Path]:
         """One line per session in history.jsonl, and the rebuild trend drawn from the whole history."""
@@ -230,6 +267,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     if summary.get("kept"):
         lines.append(f"The run is kept deployed: destroy it with `immutable-infra down --run-id {summary['run_id']}`.")
     lines.append("")
+    if summary.get("audit"):
+        lines += _audit_markdown(summary)
     lines.append("| group | status | resources | init s | apply s | destroy s | rebuild s | tests passed | failed | findings |")
     lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, g in summary["groups"].items():
@@ -297,6 +336,36 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 
 _VERDICT_MD = {"fail": "**FAIL**", "error": "**ERROR**"}
+
+
+def _audit_markdown(summary: dict[str, Any]) -> list[str]:
+    """What is new and what was fixed since each group's previous audit (or that this is its first)."""
+    audit = summary["audit"]
+    findings = {f.get("id"): f for g in summary["groups"].values() for c in g.get("checks", {}).values()
+                for f in c.get("findings", [])}
+    target = audit.get("target", "")
+    what = "the deployed groups" if target == "deployed" else f"run {target.removeprefix('run:')}"
+    lines = [f"## Since the previous audit ({what})", ""]
+    for name, c in audit.get("groups", {}).items():
+        if c.get("first"):
+            lines.append(f"- {name}: first audit of {name}.")
+            continue
+        commit = f" (commit {c['previous_commit'][:12]})" if c.get("previous_commit") else ""
+        lines.append(f"- {name}: {len(c['new'])} new, {len(c['fixed'])} fixed since the audit of "
+                     f"{c.get('previous_time') or '-'}{commit}.")
+        for fid in c["new"]:
+            f = findings.get(fid)
+            lines.append(f"  - NEW `{_line(fid)}`" + (f": {_line(_finding_text(f))}" if f else ""))
+        lines += [f"  - FIXED `{_line(fid)}`" for fid in c["fixed"]]
+        lines += [f"  - not compared: {check} ({why})" for check, why in c.get("not_compared", {}).items()]
+    return lines + [""]
+
+
+def _finding_text(f: dict[str, Any]) -> str:
+    where = f.get("address") or "-"
+    if f.get("aws_id"):
+        where += f" ({f['aws_id']})"
+    return f"{where}: expected {f.get('expected')}, found {f.get('found')}"
 
 
 def _cell(value: Any) -> str:
