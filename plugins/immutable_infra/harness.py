@@ -76,6 +76,8 @@ class Harness:
         self._sandbox: Sandbox | None = None
         self._run: Run | None = None
         self._images_registered = False
+        #: set on an xdist worker: why this process must not apply (the controller applies the run's groups)
+        self.never_apply: str | None = None
 
     @cached_property
     def driver(self) -> Driver:
@@ -149,6 +151,8 @@ class Harness:
                     self.say(f"[{g.name}] reusing run {self.run.id} ({len(rec.resources)} resources)")
             else:
                 todo.append(g)
+        if todo and self.never_apply:
+            raise RunError(f"{self.never_apply}; not applied in run {self.run.id}: " + ", ".join(g.name for g in todo))
         if todo and self.settings.audit:
             raise RunError(
                 f"--audit never applies, but run {self.run.id} has no applied "
