@@ -82,6 +82,8 @@ class Harness:
         self._run: Run | None = None
         self._images_registered = False
         self._run_error: Exception | None = None
+        #: set on an xdist worker: why this process must not apply (the controller applies the run's groups)
+        self.never_apply: str | None = None
 
     @cached_property
     def driver(self) -> Driver:
@@ -192,6 +194,8 @@ class Harness:
                     self.say(f"[{g.name}] reusing run {self.run.id} ({len(rec.resources)} resources)")
             else:
                 todo.append(g)
+        if todo and self.never_apply:
+            raise RunError(f"{self.never_apply}; not applied in run {self.run.id}: " + ", ".join(g.name for g in todo))
         if todo and self.settings.audit:
             if self.deployed:
                 raise RunError("--audit never applies, and these groups were not read as deployed: "

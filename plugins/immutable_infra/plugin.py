@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from immutable_infra import distributed
 from immutable_infra import settings as settings_mod
 from immutable_infra.catalog import CatalogError
 from immutable_infra.engine import signals
@@ -60,6 +61,14 @@ def pytest_configure(config: pytest.Config) -> None:
     problems = settings_mod.usage_problems(s) + settings_mod.path_problems(s)
     if problems:
         raise pytest.UsageError("\n".join(problems))
+    given = distributed.worker_input(config)
+    if given is not None:  # an xdist worker: the controller's run, on the controller's endpoint
+        s = distributed.worker_settings(s, given)
+        config.option.loadgroup = True  # the worker parsed the user's args: keep each group's tests together
+    elif s.groups and distributed.is_controller(config):
+        problem = distributed.choose_dist(config)
+        if problem:
+            raise pytest.UsageError(problem)
     config.stash[SETTINGS] = s
     config.stash[TEARDOWN] = []
     if s.groups:
@@ -71,10 +80,63 @@ def pytest_configure(config: pytest.Config) -> None:
                 check_endpoint(s.aws_endpoint)
         except ToolError as exc:
             raise pytest.UsageError(str(exc)) from None
+        if given is not None:
+            harness.never_apply = given.get("error") or "an xdist worker never applies (the controller does)"
         config.stash[HARNESS] = harness
         signals.install(harness.say)  # SIGTERM and SIGHUP end the session like Ctrl-C: stop, destroy, report
-    if not hasattr(config, "workerinput"):
-        config.stash[REPORTER] = Reporter(s.reports_dir)
+    config.stash[REPORTER] = Reporter(s.reports_dir)  # a worker's is merged by the controller
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist, the controller applies every requested group (and its closure) once, before workers start."""
+    config = session.config
+    harness = config.stash.get(HARNESS, None)
+    if harness is None or not distributed.is_controller(config):
+        return
+    s = config.stash[SETTINGS]
+    try:
+        if s.reap_expired and not s.embedded:
+            _reap_expired(harness)
+        distributed.share_run(harness.run)
+        harness.up(s.groups)
+    except ToolError as exc:
+        config.stash[APPLY_ERROR] = f"cannot apply {', '.join(s.groups)} ({s.groups_dir}): {exc}"
+        harness.say(config.stash[APPLY_ERROR])
+
+
+APPLY_ERROR = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: tell each worker the run to reuse, its endpoint and runs folder (or why there is none)."""
+    config = node.config
+    harness = config.stash.get(HARNESS, None)
+    if harness is None:
+        return
+    run = harness._run
+    node.workerinput[distributed.KEY] = {
+        "run_id": run.id if run is not None else None,
+        "endpoint": harness._sandbox.endpoint if harness._sandbox is not None else None,
+        "home": str(config.stash[SETTINGS].home),
+        "error": config.stash.get(APPLY_ERROR, None),
+    }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist: merge what the worker's reporter collected into the controller's."""
+    config = node.config
+    reporter = config.stash.get(REPORTER, None)
+    if reporter is None or config.stash.get(HARNESS, None) is None:
+        return
+    data = getattr(node, "workeroutput", {}).get(distributed.KEY)
+    name = getattr(node, "gateway", None) and node.gateway.id
+    if data is None:
+        config.stash[TEARDOWN].append(f"xdist worker {name} ended without its results ({error or 'no data'}); "
+                                      "its tests are missing from the reports")
+        return
+    config.stash[TEARDOWN].extend(distributed.merge_reporter(reporter, data))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -130,7 +192,14 @@ SUITE_ORDER = ("test_lifecycle", "test_mutation", "test_drift", "test_roles", "t
                "test_chaos", "test_rebuild", "test_disaster")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if distributed.is_worker(config):
+        for item in items:
+            group = _group_of(item)
+            if group:
+                item.add_marker(pytest.mark.xdist_group(group))
+
     def rank(item: pytest.Item) -> float:
         if "group_name" not in getattr(item, "fixturenames", ()):
             return -1  # not a suite test: left where it was
@@ -146,15 +215,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     report = yield
     reporter = item.config.stash.get(REPORTER, None)
-    group = getattr(item, "callspec", None) and item.callspec.params.get("group_name")
+    group = _group_of(item)
     if reporter is not None and group:
         if report.when == "call" or not report.passed:
             outcome = report.outcome if report.when == "call" else ("skipped" if report.skipped else "error")
-            reporter.outcome(group, outcome, nodeid=item.nodeid, reason=_reason(report),
+            reporter.outcome(group, outcome, nodeid=_nodeid(item), reason=_reason(report),
                              checks=[str(a) for m in item.iter_markers("infra_check") for a in m.args])
     if reporter is not None and report.when == "teardown":
         reporter.current_test = None
     return report
+
+
+def _group_of(item: pytest.Item) -> str | None:
+    """The group a suite test is parametrized with (None for other tests)."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("group_name") if callspec is not None else None
+
+
+def _nodeid(item: pytest.Item) -> str:
+    """The test's node id as a serial session names it (without the ``@group`` suffix xdist's loadgroup adds)."""
+    group = _group_of(item)
+    if group and item.nodeid.endswith(f"@{group}") and item.get_closest_marker("xdist_group"):
+        return item.nodeid[: -len(group) - 1]
+    return item.nodeid
 
 
 def _reason(report: pytest.TestReport) -> str:
@@ -180,18 +263,23 @@ def infra(request: pytest.FixtureRequest) -> Iterator[Harness]:
     try:
         yield harness
     finally:
-        keep = config.stash[SETTINGS].keep
-        sandbox = harness._sandbox
-        if sandbox is not None and sandbox.gone is not None and harness._run is not None:
-            # Nothing can be destroyed through a dead endpoint; say so instead of retrying for minutes.
-            run = harness._run
-            config.stash[TEARDOWN].append(
-                f"run {run.id} was not destroyed: its AWS endpoint {sandbox.endpoint} went away ({sandbox.gone}); "
-                + ("the embedded sandbox took its resources with it" if sandbox.server is not None else
-                   f"restart the endpoint and run: immutable-infra down --run-id {run.id} --aws-endpoint {sandbox.endpoint}"))
-            sandbox.stop()
-        else:
-            config.stash[TEARDOWN].extend(harness.teardown(keep=keep))
+        _teardown(config, harness)
+
+
+def _teardown(config: pytest.Config, harness: Harness) -> None:
+    """Destroy what this process applied (an xdist worker applied nothing), unless kept; stop the sandbox."""
+    keep = config.stash[SETTINGS].keep
+    sandbox = harness._sandbox
+    if sandbox is not None and sandbox.gone is not None and harness._run is not None:
+        # Nothing can be destroyed through a dead endpoint; say so instead of retrying for minutes.
+        run = harness._run
+        config.stash[TEARDOWN].append(
+            f"run {run.id} was not destroyed: its AWS endpoint {sandbox.endpoint} went away ({sandbox.gone}); "
+            + ("the embedded sandbox took its resources with it" if sandbox.server is not None else
+               f"restart the endpoint and run: immutable-infra down --run-id {run.id} --aws-endpoint {sandbox.endpoint}"))
+        sandbox.stop()
+    else:
+        config.stash[TEARDOWN].extend(harness.teardown(keep=keep))
 
 
 def _reap_expired(harness: Harness) -> None:
@@ -212,11 +300,14 @@ def _reap_expired(harness: Harness) -> None:
 
 
 @pytest.fixture(scope="session")
-def applied_group(infra: Harness, group_name: str) -> AppliedGroup:
+def applied_group(request: pytest.FixtureRequest, infra: Harness, group_name: str) -> AppliedGroup:
     """The group applied in the ephemeral run (with the groups it depends on)."""
     __tracebackhide__ = True
+    given = distributed.worker_input(request.config)
+    if given is not None and not given.get("run_id"):  # the controller has no run: never create one here
+        pytest.fail(given.get("error") or "the xdist controller created no run", pytrace=False)
     try:
-        return infra.applied(group_name)
+        return distributed.watch(infra.applied(group_name))
     except TOOL_ERRORS as exc:
         where = infra.settings.groups_dir / group_name
         if infra.settings.deployed_audit:
@@ -412,7 +503,7 @@ def _junit_properties(item: pytest.Item) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     reporter = item.config.stash.get(REPORTER, None)
     if reporter is not None:
-        reporter.current_test = item.nodeid  # what the test (and its fixtures) record belongs to it
+        reporter.current_test = _nodeid(item)  # what the test (and its fixtures) record belongs to it
     _junit_properties(item)
     harness = item.config.stash.get(HARNESS, None)
     sandbox = harness._sandbox if harness is not None else None
@@ -430,11 +521,37 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("runs only with --audit")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """xdist worker: hold the group locks for the test's whole protocol (setup builds session fixtures too)."""
+    given = distributed.worker_input(item.config)
+    harness = item.config.stash.get(HARNESS, None)
+    group = _group_of(item)
+    if given is None or harness is None or not group or not given.get("run_id"):
+        return (yield)
+    try:
+        run = distributed.share_run(harness.run)
+        groups = distributed.related(harness.catalog, group)
+    except ToolError:
+        return (yield)  # the test's own fixtures say what is wrong
+    exclusive = bool(item.get_closest_marker("infra_destructive")) and not harness.settings.audit
+    with distributed.group_locks(run.path, groups, exclusive=exclusive):
+        distributed.refresh(run)  # what other workers changed while this one waited
+        return (yield)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     reporter = config.stash.get(REPORTER, None)
     harness = config.stash.get(HARNESS, None)
+    if distributed.is_worker(config):  # the controller writes the reports, from every worker's data
+        if reporter is not None and harness is not None:
+            config.workeroutput[distributed.KEY] = distributed.reporter_data(reporter, config.stash[TEARDOWN])
+        return
+    if harness is not None and harness._run is not None and distributed.is_controller(config):
+        distributed.refresh(harness._run)  # the workers' changes (rebuilds, repairs) before teardown and reports
+        _teardown(config, harness)
     if reporter is None or harness is None or harness._run is None:
         return
     s = config.stash[SETTINGS]
