@@ -51,7 +51,7 @@ def neighbour_resources(h: "Harness", name: str, reading: Reading | None = None)
 
 def client(h: "Harness", name: str, service: str) -> Any:
     """A boto3 client for the group's region with the group's credentials (a deployed group's profile)."""
-    if hasattr(h, "client"):
+    if getattr(h, "deployed", False):
         return h.client(name, service)
     return h.sandbox.client(service, h.run.groups[name].region)
 
