@@ -68,6 +68,8 @@ class FakeHarness:
         self._clients: dict[tuple[str, str], Any] = {}
         self.sandbox = SimpleNamespace(client=self.client)
         self.repairs: list[str] = []
+        self.said: list[str] = []
+        self.say = self.said.append  # the chaos experiment's progress lines
         for i, name in enumerate(GROUPS, 1):
             self._build(name, i)
 
