@@ -44,12 +44,31 @@ def deployed(moto_server, tmp_path_factory):
         assert down.returncode == 0, down.stderr[-3000:]
 
 
-def audit(server, home, tmp_path, name):
+@pytest.fixture(scope="module")
+def audit_reports(tmp_path_factory):
+    """One reports folder for every audit session of the module: the audit history builds up across them."""
+    return tmp_path_factory.mktemp("audit-reports")
+
+
+@pytest.fixture(scope="module")
+def healthy_audit(deployed, moto_server, audit_reports, tmp_path_factory):
+    """The first audit, of the healthy run, with moto's request recorder on; before any fault is injected."""
+    recorder(moto_server, "reset-recording")
+    recorder(moto_server, "start-recording")
+    try:
+        result, outcomes = audit(moto_server, deployed, tmp_path_factory.mktemp("healthy"), "healthy", audit_reports)
+    finally:
+        recorder(moto_server, "stop-recording")
+    summary = json.loads((audit_reports / "summary.json").read_text())
+    return result, outcomes, recorder(moto_server, "download-recording"), summary
+
+
+def audit(server, home, tmp_path, name, reports):
     env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(home)}
     junit = tmp_path / f"{name}.xml"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--group", "prd-sg-slave", "--group", "prd-sg-master",
-         "--run-id", RUN, "--aws-endpoint", server.url, "--audit", "--reports-dir", str(tmp_path / name), f"--junitxml={junit}"],
+         "--run-id", RUN, "--aws-endpoint", server.url, "--audit", "--reports-dir", str(reports), f"--junitxml={junit}"],
         env=env, capture_output=True, text=True, cwd=ROOT,
     )
     outcomes = {}
@@ -104,20 +123,17 @@ def tagged(client, kind, **filters):
     }[kind]()
 
 
-def test_healthy_audit_passes_and_writes_nothing(deployed, moto_server, tmp_path):
-    recorder(moto_server, "reset-recording")
-    recorder(moto_server, "start-recording")
-    try:
-        result, outcomes = audit(moto_server, deployed, tmp_path, "healthy")
-    finally:
-        recorder(moto_server, "stop-recording")
+def test_healthy_audit_passes_and_writes_nothing(healthy_audit):
+    result, outcomes, recording, summary = healthy_audit
     failed = {k: v for k, v in outcomes.items() if v[0] in ("failed", "error")}
     assert not failed, result.stdout[-4000:]
     assert any(state == "passed" for state, _ in outcomes.values())
     assert outcomes["test_merge_gate_changes_nothing_in_place[prd-sg-slave]"][0] == "skipped"
-    recording = recorder(moto_server, "download-recording")
     assert recording.strip(), "the recorder saw no request at all: the audit did not read AWS"
     assert writes(recording) == [], "an audit must never write to AWS"
+    # the audit history starts: the first audit of each group says so (summary.json and the terminal)
+    assert {g: c["first"] for g, c in summary["audit"]["groups"].items()} == {"prd-sg-slave": True, "prd-sg-master": True}
+    assert "first audit of prd-sg-slave" in result.stdout and "first audit of prd-sg-master" in result.stdout
 
 
 def test_disaster_drill_passes_and_reports_the_recovery_time(deployed, moto_server, tmp_path):
@@ -135,7 +151,7 @@ def test_disaster_drill_passes_and_reports_the_recovery_time(deployed, moto_serv
     assert summary["groups"]["prd-sg-master"]["checks"]["disaster"]["facts"]["recovery_seconds"] > 0
 
 
-def test_out_of_band_changes_fail_the_named_suites(deployed, moto_server, tmp_path, monkeypatch):
+def test_out_of_band_changes_fail_the_named_suites(deployed, healthy_audit, audit_reports, moto_server, tmp_path, monkeypatch):
     monkeypatch.setenv("AUDIT_ENDPOINT", moto_server.url)
     c = ec2()
     by_role = lambda group, role: tagged(c, "instances", Group=group, Role=role)[0]  # noqa: E731
@@ -159,12 +175,12 @@ def test_out_of_band_changes_fail_the_named_suites(deployed, moto_server, tmp_pa
     rogue = c.run_instances(ImageId=micro["ImageId"], MinCount=1, MaxCount=1, InstanceType="t3.micro",
                             SubnetId=private_subnet["SubnetId"])["Instances"][0]["InstanceId"]
     try:
-        check_faults(c, moto_server, deployed, tmp_path, micro, marathon, proxy, rogue)
+        check_faults(c, moto_server, deployed, tmp_path, audit_reports, micro, marathon, proxy, rogue)
     finally:
         c.terminate_instances(InstanceIds=[rogue])  # not managed by Terraform: `down` would not remove it
 
 
-def check_faults(c, moto_server, deployed, tmp_path, micro, marathon, proxy, rogue):
+def check_faults(c, moto_server, deployed, tmp_path, reports, micro, marathon, proxy, rogue):
     by_role = lambda group, role: tagged(c, "instances", Group=group, Role=role)[0]  # noqa: E731
 
     slave_tables = [t for t in tagged(c, "route_tables", Group="prd-sg-slave")
@@ -201,7 +217,7 @@ def check_faults(c, moto_server, deployed, tmp_path, micro, marathon, proxy, rog
     c.create_network_acl_entry(NetworkAclId=acl, RuleNumber=1, Protocol="6", RuleAction="deny", Egress=False,
                                CidrBlock="0.0.0.0/0", PortRange={"From": 22, "To": 22})
 
-    result, outcomes = audit(moto_server, deployed, tmp_path, "faulty")
+    result, outcomes = audit(moto_server, deployed, tmp_path, "faulty", reports)
     out = result.stdout
 
     def failed(test, *needles):
@@ -223,3 +239,55 @@ def check_faults(c, moto_server, deployed, tmp_path, micro, marathon, proxy, rog
     # reachability: each fault names its component
     failed("test_declared_flows_are_reachable[prd-sg-master]", public_table["RouteTableId"], revoked_sg, acl)
     failed("test_peerings_active_and_cidrs_disjoint[prd-sg-master]", pcx)
+
+    check_audit_history(reports, result.stdout, micro, proxy, rogue, slave_table["RouteTableId"], public_table["RouteTableId"])
+
+
+def check_audit_history(reports, out, micro, proxy, rogue, slave_rtb, master_rtb):
+    """Two audits in a row (healthy, then faulty) into one reports folder: two audit lines, the drift trend, and the
+    second summary naming what is new since the first, each fault by the id of the finding that names its AWS id."""
+    from immutable_infra.history import read_history
+
+    history = read_history(reports / "history.jsonl")
+    assert [e.get("kind") for e in history] == ["audit", "audit"], history
+    first, second = history
+    assert first["target"] == second["target"] == f"run:{RUN}" and second["run_id"] == RUN
+    for e in history:
+        assert set(e["groups"]) == {"prd-sg-slave", "prd-sg-master"}  # not ops-sg: a dependency, not audited
+    healthy, slave = first["groups"]["prd-sg-slave"], second["groups"]["prd-sg-slave"]
+    assert (healthy["drift_count"], healthy["unmanaged_count"], healthy["findings"]) == (0, 0, [])
+    assert slave["drift_count"] >= 5 and slave["unmanaged_count"] >= 1
+    assert slave["verdicts"]["drift"] == slave["verdicts"]["unmanaged"] == slave["verdicts"]["roles"] == "fail"
+    assert second["groups"]["prd-sg-master"]["verdicts"]["reachability"] == "fail"
+
+    summary = json.loads((reports / "summary.json").read_text())
+
+    def id_of(group, check, aws_id, **detail):
+        found = [f for f in summary["groups"][group]["checks"][check]["findings"] if aws_id in f["aws_id"]  # r-rtb-…
+                 and all(f["detail"].get(k) == v for k, v in detail.items())]
+        assert found, f"no {check} finding on {aws_id} {detail} in summary.json"
+        return found[0]["id"]
+
+    faults = {
+        "instance type": id_of("prd-sg-slave", "drift", micro["InstanceId"], attribute="instance_type"),
+        "terminated proxy": id_of("prd-sg-slave", "drift", proxy["InstanceId"], classification="missing"),
+        "rogue instance": id_of("prd-sg-slave", "unmanaged", rogue),
+        "deleted route": id_of("prd-sg-slave", "drift", slave_rtb),
+    }
+    master_ids = second["groups"]["prd-sg-master"]["findings"]
+    assert id_of("prd-sg-master", "reachability", master_rtb) in master_ids
+    changes = summary["audit"]["groups"]["prd-sg-slave"]
+    assert not changes["first"] and changes["previous_time"] == first["time"] and changes["fixed"] == []
+    for fault, fid in faults.items():
+        assert fid in slave["findings"], f"{fault}: {fid} not in the audit line"
+        assert fid in changes["new"], f"{fault}: {fid} not new since the healthy audit: {changes}"
+    assert summary["audit"]["groups"]["prd-sg-master"]["new"]
+
+    png = reports / "drift-trend.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    md = (reports / "summary.md").read_text()
+    assert f"## Since the previous audit (run {RUN})" in md
+    assert f"- prd-sg-slave: {len(changes['new'])} new, 0 fixed since the audit of {first['time']}" in md
+    assert f"NEW `{faults['rogue instance']}`" in md
+    assert f"prd-sg-slave since the audit of {first['time']}: {len(changes['new'])} new, 0 fixed" in out
+    assert f"  new: {changes['new'][0]}" in out
