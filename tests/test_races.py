@@ -20,7 +20,7 @@ from immutable_infra.ephemeral import Deployer, Run
 from immutable_infra.sandbox import Sandbox
 
 REGION = "ap-southeast-1"
-ROUNDS = 5
+ROUNDS = 3  # the old preparation failed within two rounds in each of 4 tries
 #: Padding files in the shared module: a module of this many files takes long enough to copy that a concurrent
 #: Terraform reading the folder meets the copy in progress (the old code failed on the first round with it).
 PAD_FILES = 150
