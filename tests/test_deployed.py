@@ -282,3 +282,24 @@ def test_audit_of_a_group_without_backend_errors_in_one_line_and_writes_nothing(
     assert "cannot audit group tiny as deployed: group tiny:" in out and "no backend block" in out, out
     assert "--run-id" in out and "Traceback" not in out
     assert not (tmp_path / "home").exists() and not (project.path / "reports").exists()
+
+
+def test_dynamodb_lock_item_is_read_not_taken(sandbox):
+    from immutable_infra.deployed import Backend, lock_holder
+
+    ddb = boto3.client("dynamodb", region_name=REGION, endpoint_url=sandbox.endpoint,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    ddb.create_table(TableName="tf-locks", KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")
+    backend = Backend("s3", Path("backend.tf"), {"bucket": "b", "key": "cn/prd-cn.tfstate", "dynamodb_table": "tf-locks"})
+    clients = lambda service: sandbox.client(service, REGION)  # noqa: E731
+    assert lock_holder(backend, clients) is None
+    # Terraform's own digest item is not a lock
+    ddb.put_item(TableName="tf-locks", Item={"LockID": {"S": "b/cn/prd-cn.tfstate-md5"}, "Digest": {"S": "x"}})
+    assert lock_holder(backend, clients) is None
+    info = json.dumps({"ID": "7", "Who": "carol@jenkins", "Operation": "OperationTypePlan"})
+    ddb.put_item(TableName="tf-locks", Item={"LockID": {"S": "b/cn/prd-cn.tfstate"}, "Info": {"S": info}})
+    held = lock_holder(backend, clients)
+    assert held and "tf-locks" in held and "carol@jenkins" in held
+    assert ddb.scan(TableName="tf-locks")["Count"] == 2, "reading the lock adds nothing"
