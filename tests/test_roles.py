@@ -180,3 +180,20 @@ def test_syntax_check_skips_without_ansible(playbooks, monkeypatch):
     monkeypatch.setattr(mod, "find_ansible_playbook", lambda: None)
     with pytest.raises(pytest.skip.Exception, match="ansible-playbook is not installed"):
         syntax_check_playbooks(playbooks)
+
+
+def test_a_deployed_group_is_held_to_its_role_tag_not_to_a_run_s_group_tag(playbooks):
+    """A team's own instances carry Role; Group is the tag a run of this tool adds (verify.roles passes False)."""
+    from immutable_infra.checks.lifecycle import find_untagged_instances
+
+    instance = {"InstanceId": "i-team", "State": {"Name": "running"}, "Tags": [{"Key": "Role", "Value": "web"}]}
+    assert [f.expected for f in find_untagged_instances("g", [instance])] == ["Group=g"]
+    assert find_untagged_instances("g", [instance], require_group_tag=False) == []
+    no_role = {"InstanceId": "i-bare", "State": {"Name": "running"}, "Tags": []}
+    assert [f.expected for f in find_untagged_instances("g", [no_role], require_group_tag=False)] == ["a Role tag"]
+    roles = {"web": Role("web", ("application",), "web.yml", "public")}
+    with_group = find_role_violations("g", "application", {"web": 1}, [instance], [], [], roles, playbooks)
+    without = find_role_violations("g", "application", {"web": 1}, [instance], [], [], roles, playbooks,
+                                   require_group_tag=False)
+    assert any(f.expected == "tag Group=g" for f in with_group)
+    assert not any("Group" in f.expected for f in without)

@@ -123,6 +123,7 @@ def roles(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     findings = find_role_violations(
         name, config.kind, config.roles, instances, subnets, groups,
         load_roles(root / "roles.toml"), root / "playbooks",
+        require_group_tag=not getattr(h, "deployed", False),  # Group is a run's tag; a team's groups need not carry it
     )
     declared = [(r.address, str(r.aws_id), (r.values.get("tags") or {}).get("Role")) for r in reading.instances(name)]
     return Result("roles", name_count_findings(findings, declared, instances))

@@ -32,14 +32,15 @@ def _tags(instance: dict[str, Any]) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in instance.get("Tags") or []}
 
 
-def find_untagged_instances(group: str, instances: Iterable[dict[str, Any]]) -> list[Finding]:
-    """Instances without a Role tag, or whose Group tag is not their group."""
+def find_untagged_instances(group: str, instances: Iterable[dict[str, Any]],
+                            require_group_tag: bool = True) -> list[Finding]:
+    """Instances without a Role tag, or (``require_group_tag``: a run's instances) whose Group tag is not their group."""
     findings = []
     for inst in instances:
         tags = _tags(inst)
         if not tags.get("Role"):
             findings.append(Finding("tags", group, "", inst["InstanceId"], "a Role tag", "none"))
-        if tags.get("Group") != group:
+        if require_group_tag and tags.get("Group") != group:
             findings.append(Finding("tags", group, "", inst["InstanceId"], f"Group={group}", f"Group={tags.get('Group')}"))
     return findings
 

@@ -52,12 +52,13 @@ def _check_instance(
     subnets: Mapping[str, Mapping[str, Any]],
     security_groups: Mapping[str, Mapping[str, Any]],
     roles: Mapping[str, Role],
+    require_group_tag: bool = True,
 ) -> tuple[str | None, list[Finding]]:
     iid = instance.get("InstanceId", "")
     tags = _tags(instance)
     out: list[Finding] = []
     role_keys = [k for k in tags if k.strip().lower() == "role"]
-    if tags.get("Group") != group:
+    if require_group_tag and tags.get("Group") != group:
         out.append(_finding(group, iid, f"tag Group={group}", f"Group={tags.get('Group')!r}", tags=tags))
     if len(role_keys) != 1 or role_keys[0] != "Role":
         out.append(_finding(group, iid, "exactly one tag named Role", f"Role tags {role_keys}", tags=tags))
@@ -105,8 +106,13 @@ def find_role_violations(
     security_groups: Sequence[Mapping[str, Any]],
     roles: Mapping[str, Role],
     playbooks_dir: str | Path,
+    require_group_tag: bool = True,
 ) -> list[Finding]:
-    """Every way the group's running instances break the roles contract (see module doc)."""
+    """Every way the group's running instances break the roles contract (see module doc).
+
+    ``require_group_tag``: every instance carries ``Group=<group>`` (a run of
+    this tool tags it; a group audited as deployed is only held to its Role).
+    """
     by_subnet = {s["SubnetId"]: s for s in subnets if s.get("SubnetId")}
     by_sg = {g["GroupId"]: g for g in security_groups if g.get("GroupId")}
     findings: list[Finding] = []
@@ -114,7 +120,7 @@ def find_role_violations(
     for instance in instances:
         if (instance.get("State") or {}).get("Name") in ("terminated", "shutting-down"):
             continue
-        role, found = _check_instance(group, kind, instance, by_subnet, by_sg, roles)
+        role, found = _check_instance(group, kind, instance, by_subnet, by_sg, roles, require_group_tag)
         findings += found
         if role:
             counts[role] += 1
