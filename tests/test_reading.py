@@ -206,7 +206,7 @@ def test_a_reading_hands_out_copies_so_one_check_cannot_change_anothers_snapshot
 
 def test_affected_checks_are_each_faults_expected_and_conditional_checks():
     sg = SgOpenedToWorld("sg-1", REGION, RUN)
-    assert experiment.affected_checks([sg], ALL) == ["drift", "reachability"]
+    assert experiment.affected_checks([sg], ALL) == ["drift", "unmanaged", "reachability"]
     assert experiment.proof_checks([sg], ALL) == ["drift", "unmanaged", "reachability"]
     batch = [InstanceTypeChanged("i-1", REGION, RUN), RogueInstance("subnet-1", REGION, RUN, "ami-1")]
     assert experiment.affected_checks(batch, ALL) == ["mutation", "drift", "unmanaged", "roles"]
@@ -244,14 +244,15 @@ def test_a_batch_runs_only_the_checks_its_faults_can_change(h, monkeypatch):
     h.calls.clear()
     exp = experiment.run(h, "g1", ["sg_opened_to_world"], ALL)
     assert exp.watched == {1: {"baseline": ["drift", "unmanaged", "reachability"],
-                               "after": ["drift", "reachability"],
+                               "after": ["drift", "unmanaged", "reachability"],
                                "proof": ["drift", "unmanaged", "reachability"]}}
     ran = Counter(c for c, _ in log)
-    assert ran == {"drift": 3, "unmanaged": 2, "reachability": 3}, "mutation, roles and parity never ran"
+    assert ran == {"drift": 3, "unmanaged": 3, "reachability": 3}, "mutation, roles and parity never ran"
     assert h.repairs == ["repair:g1", "settle:g1"] and not exp.false_alarms and not exp.residue
-    # the planner, the attribution's state and the baseline share one reading (one show -json of each group); the
-    # proof is a new pass (the real unmanaged check reads again); the faked drift and reachability read nothing
-    assert shows(h) == {"show:g1": 2, "show:g2": 2, "show:g3": 2}
+    # the planner, the attribution's state and the baseline share one reading (one show -json of each group); after
+    # the injection and in the proof, a new pass each (the real unmanaged check reads); the faked ones read nothing
+    assert shows(h) == {"show:g1": 3, "show:g2": 3, "show:g3": 3}
+    assert "unmanaged" not in exp.outcome("sg_opened_to_world").detected, "inline rules: unmanaged has no say"
 
 
 def test_a_new_finding_in_a_check_that_ran_is_still_a_false_alarm(h, monkeypatch):
@@ -290,3 +291,19 @@ def test_a_check_a_fault_can_change_though_not_expected_to_still_watches(h, monk
     assert exp.watched[1]["after"] == ["drift", "roles", "reachability"]
     assert "roles" in outcome.detected and not exp.false_alarms
     assert ("roles", "g1") in log
+
+
+def test_a_rule_opened_by_hand_beside_rule_resources_is_seen_by_unmanaged_after_injection(h, monkeypatch):
+    """A group whose rules are aws_security_group_rule resources: the opened rule is unmanaged (a conditional check
+    of the fault), so unmanaged watches the batch and sees it."""
+    sg = h.tf["g1"].resources[2]["values"]["id"]
+    h.tf["g1"].resources.append(_res("aws_security_group_rule.web_80", "aws_security_group_rule", {
+        "id": "sgrule-1", "security_group_id": sg, "type": "ingress", "protocol": "tcp", "from_port": 80,
+        "to_port": 80, "cidr_blocks": ["10.1.0.0/16"]}))
+    h.client("ec2", REGION).authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "10.1.0.0/16"}]}])
+    fake_checks(monkeypatch)
+    exp = experiment.run(h, "g1", ["sg_opened_to_world"], ALL)
+    outcome = exp.outcome("sg_opened_to_world")
+    assert outcome is not None and outcome.fault.target == sg and not outcome.error
+    assert "unmanaged" in outcome.detected and not exp.false_alarms and not exp.residue

@@ -488,6 +488,7 @@ class SgOpenedToWorld(Fault):
     expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
     conditional_checks: ClassVar[Mapping[str, str]] = {
         "reachability": "when a routed peer holds an isolated source on port 22 of a member (isolation broken)",
+        "unmanaged": "when the group's rules are aws_security_group_rule resources (a live rule none declares)",
     }
     summary: ClassVar[str] = "authorize tcp 22 from 0.0.0.0/0 on a security group"
     adds_unmanaged: ClassVar[bool] = True
