@@ -127,6 +127,17 @@ def test_missing_role_and_terminated_instances(snap):
     assert analyze(SSH, snap).code == "NO_DESTINATION_INSTANCE"
 
 
+def test_an_instance_without_a_group_tag_belongs_to_its_vpc_s_group(snap):
+    """A team's deployed groups need not tag Group: the snapshot's vpc_groups (from each group's state) place them."""
+    for inst in snap["instances"]:
+        inst["Tags"] = [t for t in inst.get("Tags") or [] if t["Key"] != "Group"]
+    assert analyze(SSH, snap, ADDRESSES).code == "NO_SOURCE_INSTANCE"
+    snap["vpc_groups"] = {v["VpcId"]: tag(v, "Group") for v in snap["vpcs"]}
+    assert analyze(SSH, snap, ADDRESSES).reachable
+    blocked(analyze(Flow("ci@ops-sg", "microservice@prd-sg-slave", "tcp", 5432), snap, ADDRESSES),
+            "ENI_SG_RULES_MISMATCH", sg(snap, "prd-sg-slave", "microservice")["GroupId"], "security-group")
+
+
 def test_stopped_instance_is_a_bad_state(snap):
     inst = instances(snap, "prd-sg-slave", "microservice")[1]
     inst["State"] = {"Code": 80, "Name": "stopped"}

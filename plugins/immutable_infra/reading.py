@@ -97,11 +97,13 @@ class Reading:
 
         if self._run_snapshot is None:
             self.reads.append("run_snapshot")
-            pairs, addresses = [], {}
+            pairs, addresses, vpc_groups = [], {}, {}
             for other in self.applied():
                 pairs.append((self._ec2(other), self.vpc_ids(other)))
                 addresses.update(self.addresses(other))
+                vpc_groups.update({vpc: other for vpc in self.vpc_ids(other)})
             snapshot = take(pairs)
             snapshot["addresses"] = addresses
+            snapshot["vpc_groups"] = vpc_groups  # an instance without a Group tag belongs to its VPC's group
             self._run_snapshot = snapshot
         return dict(self._run_snapshot)

@@ -4,8 +4,9 @@ The model follows AWS Reachability Analyzer for instance-to-instance paths
 inside and across peered VPCs, and names the blocking component. Checks run
 in path order and the first failure is the verdict:
 
-1. both ends exist (instances tagged ``Role`` / ``Group``, terminated ones
-   ignored) and are not stopped;
+1. both ends exist (instances tagged ``Role``, in the group its ``Group`` tag
+   names or, untagged, the group whose state declares its VPC; terminated
+   ones ignored) and are not stopped;
 2. across VPCs: the source subnet's route table (explicit association, else
    the VPC's main table) has a longest-prefix route for the destination IP;
    it must target a VPC peering connection (``local`` capturing the address
@@ -188,6 +189,9 @@ class SnapshotIndex:
         self.snapshot = snapshot
         self.addresses = dict(addresses or {})
         self.subnet_vpc = {s["SubnetId"]: s.get("VpcId", "") for s in snapshot.get("subnets", [])}
+        #: VPC id -> the group whose state declares it: the group of an instance without a Group tag
+        #: (a run tags every instance with its group; a team's deployed groups need not)
+        self.vpc_groups: dict[str, str] = dict(snapshot.get("vpc_groups") or {})
         self.vpc_cidrs: dict[str, list[tuple[int, int, int]]] = {}
         self.vpc_cidr_text: dict[str, list[str]] = {}
         for vpc in snapshot.get("vpcs", []):
@@ -282,9 +286,9 @@ class SnapshotIndex:
                     sgs.append(g["GroupId"])
             if not ip_text:
                 continue
-            record = _Instance(inst["InstanceId"], tags.get("Role", ""), tags.get("Group", ""), state,
-                               _ip(ip_text), ip_text, subnet,
-                               inst.get("VpcId") or self.subnet_vpc.get(subnet, ""), tuple(sgs))
+            vpc = inst.get("VpcId") or self.subnet_vpc.get(subnet, "")
+            record = _Instance(inst["InstanceId"], tags.get("Role", ""), tags.get("Group") or self.vpc_groups.get(vpc, ""),
+                               state, _ip(ip_text), ip_text, subnet, vpc, tuple(sgs))
             self.instances[record.id] = record
             self.by_group.setdefault(record.group, []).append(record)
         for members in self.by_group.values():
@@ -551,11 +555,11 @@ def analyze(flow: Flow, snapshot: dict[str, Any] | SnapshotIndex,
     destinations = idx.endpoints(flow.destination_role, flow.destination_group)
     if not sources:
         return Verdict(flow, False, "NO_SOURCE_INSTANCE",
-                       f"no instance tagged Role={flow.source_role}, Group={flow.source_group}"
+                       f"no instance with Role={flow.source_role} in group {flow.source_group} (its Group tag, or in its VPCs)"
                        " (terminated instances are ignored)")
     if not destinations:
         return Verdict(flow, False, "NO_DESTINATION_INSTANCE",
-                       f"no instance tagged Role={flow.destination_role}, Group={flow.destination_group}"
+                       f"no instance with Role={flow.destination_role} in group {flow.destination_group} (its Group tag, or in its VPCs)"
                        " (terminated instances are ignored)")
     first_block: Verdict | None = None
     for src in sources:
