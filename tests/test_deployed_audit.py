@@ -137,12 +137,15 @@ def state_objects(server) -> dict[str, bytes]:
 
 
 def audit(server, root: Path, out: Path):
-    """One pytest session: the deployed prd-sg-slave (and ops-sg, its input) audited from their backends."""
+    """One pytest session: the deployed prd-sg-slave (and ops-sg, its input) audited from their backends.
+
+    Every session writes to one reports folder beside ``out`` (as a nightly job does), so history accumulates.
+    """
     junit = out / "junit.xml"
     env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(out / "home")}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "--groups-dir", str(root / "groups"),
-         "--group", "prd-sg-slave", "--audit", "--aws-endpoint", server.url, "--reports-dir", str(out / "reports"),
+         "--group", "prd-sg-slave", "--audit", "--aws-endpoint", server.url, "--reports-dir", str(out.parent / "reports"),
          f"--junitxml={junit}"],
         env=env, capture_output=True, text=True, cwd=ROOT)
     outcomes = {}
@@ -177,7 +180,7 @@ def test_deployed_production_audit(production, moto_server, tmp_path):
         assert test in passed, f"{test}: {outcomes.get(test)}"
     assert outcomes["test_live_instances_match_their_fingerprint[prd-sg-slave]"][0] == "skipped"
     assert "read as deployed from its s3 bucket team-tfstate, key sg/prd-sg-slave.tfstate" in result.stdout
-    summary = json.loads((tmp_path / "healthy" / "reports" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
     findings = sum(len(c.get("findings", [])) for g in summary["groups"].values() for c in g["checks"].values())
     assert findings == 0, json.dumps(summary["groups"], indent=1)[:3000]
     recording = recorder(moto_server, "download-recording")
@@ -222,4 +225,13 @@ def test_deployed_production_audit(production, moto_server, tmp_path):
     assert table in drift, drift[:3000]
     assert sg in drift + unmanaged, (drift + unmanaged)[:3000]
     assert rogue in unmanaged, unmanaged[:3000]
+    imports = tmp_path / "reports" / "imports" / "prd-sg-slave"
+    assert str(imports) in unmanaged or "reports/imports/prd-sg-slave" in unmanaged, unmanaged[:3000]
+    blocks = (imports / "imports.tf").read_text()
+    assert f'id = "{rogue}"' in blocks and "aws_security_group." in blocks, blocks[:2000]
+    history = [json.loads(line) for line in (tmp_path / "reports" / "history.jsonl").read_text().splitlines()]
+    audits = [h for h in history if h.get("kind") == "audit"]
+    assert len(audits) == 2 and all(a.get("target") == "deployed" for a in audits), history
+    assert (tmp_path / "reports" / "drift-trend.png").stat().st_size > 0
+    assert "prd-sg-slave since the audit of" in out, out[-3000:]
     assert state_objects(moto_server) == before, "the state objects are unchanged after the faulted audit too"
