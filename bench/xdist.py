@@ -96,7 +96,7 @@ def main() -> int:
     print(f"inits per group under -n {a.workers}: {dict(dist['inits'])}; expected {expected} "
           "(the controller's apply, then one per rebuild that recreated the group)")
     print(f"history lines: serial {serial['history_lines']}, xdist {dist['history_lines']}; "
-          f"runs left: serial {serial['runs_left']}, xdist {dist['runs_left']}")
+          f"run folders in the store (records, not resources): serial {serial['runs_left']}, xdist {dist['runs_left']}")
     print(f"outputs in {base}")
     print(f"serial_s: {serial['wall']:.1f}")
     print(f"xdist_s: {dist['wall']:.1f}")
