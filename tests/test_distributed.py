@@ -196,3 +196,13 @@ def test_the_plugin_picks_loadgroup_unless_the_user_chose_a_mode(monkeypatch: py
     assert distributed.choose_dist(_config("loadgroup", ["--dist", "loadgroup"])) is None
     assert not distributed.is_controller(_config("no", []))
     assert not distributed.is_controller(_config("load", [], worker=True))
+
+
+def test_a_suite_test_is_scheduled_by_its_group() -> None:
+    groups = ["tiny", "tiny-app", "ops-sg"]
+    assert distributed.group_of_nodeid("suites/test_drift.py::test_no_drift[tiny]", groups) == "tiny"
+    assert distributed.group_of_nodeid("suites/test_drift.py::test_no_drift[tiny-app]", groups) == "tiny-app"
+    assert distributed.group_of_nodeid("suites/test_chaos.py::test_fault[tiny-app-sg-open-world]", groups) == "tiny-app"
+    assert distributed.group_of_nodeid("suites/test_chaos.py::test_fault[sg-open-world-ops-sg]", groups) == "ops-sg"
+    assert distributed.group_of_nodeid("tests/test_x.py::test_y", groups) is None
+    assert distributed.group_of_nodeid("tests/test_x.py::test_y[other]", groups) is None

@@ -124,6 +124,14 @@ def pytest_configure_node(node: Any) -> None:
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist: each group's tests on one worker (see distributed.make_scheduler)."""
+    if config.stash.get(HARNESS, None) is None or config.option.dist != "loadgroup":
+        return None
+    return distributed.make_scheduler(config, log, config.stash[SETTINGS].groups)
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist: merge what the worker's reporter collected into the controller's."""
     config = node.config
