@@ -206,3 +206,17 @@ def test_a_suite_test_is_scheduled_by_its_group() -> None:
     assert distributed.group_of_nodeid("suites/test_chaos.py::test_fault[sg-open-world-ops-sg]", groups) == "ops-sg"
     assert distributed.group_of_nodeid("tests/test_x.py::test_y", groups) is None
     assert distributed.group_of_nodeid("tests/test_x.py::test_y[other]", groups) is None
+
+
+def test_an_audit_of_deployed_groups_under_xdist_is_a_usage_error() -> None:
+    """Its run lives in one process's memory: workers could not share it, so -n is refused before anything starts."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider", "-n", "2", "--groups-dir", "tests/groups",
+         "--group", "tiny", "--audit", "--aws-endpoint", "http://127.0.0.1:9"],
+        capture_output=True, text=True, cwd=root, timeout=300)
+    assert result.returncode == 4, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "an audit of the groups as deployed" in result.stderr and "drop -n" in result.stderr, result.stderr[-2000:]

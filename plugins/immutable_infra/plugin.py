@@ -66,6 +66,9 @@ def pytest_configure(config: pytest.Config) -> None:
         s = distributed.worker_settings(s, given)
         config.option.loadgroup = True  # the worker parsed the user's args: keep each group's tests together
     elif s.groups and distributed.is_controller(config):
+        if s.deployed_audit:  # its run lives in memory (never saved), so workers could not share it
+            raise pytest.UsageError("-n/--numprocesses: an audit of the groups as deployed (--audit without --run-id) "
+                                    "runs in one process; drop -n (the audit is read-only and quick)")
         problem = distributed.choose_dist(config)
         if problem:
             raise pytest.UsageError(problem)
