@@ -25,12 +25,16 @@ The last lines are ``name: value``: ``audit_ratio_<size>`` and
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+# moto's request recorder writes where this names, read when moto is first imported (default: ./moto_recording)
+os.environ.setdefault("MOTO_RECORDER_FILEPATH", os.path.join(tempfile.mkdtemp(prefix="bench-scale-rec-"), "recording"))
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "plugins"))
