@@ -233,7 +233,7 @@ def check_faults(c, moto_server, deployed, tmp_path, reports, micro, marathon, p
     failed("test_instances_match_the_roles_catalog[prd-sg-slave]", marathon["InstanceId"], rogue, "reverse-proxy")
     failed("test_no_unmanaged_resources[prd-sg-slave]", rogue, "imports/prd-sg-slave/")
     # ... and the audit wrote the import block (and the configuration) that brings the rogue instance under Terraform
-    imports = tmp_path / "faulty" / "imports" / "prd-sg-slave"
+    imports = reports / "imports" / "prd-sg-slave"  # the audits share one reports folder (the history builds up)
     assert f'id = "{rogue}"' in (imports / "imports.tf").read_text()
     assert 'resource "aws_instance"' in (imports / "generated.tf").read_text(), (imports / "README.md").read_text()
     # reachability: each fault names its component
