@@ -303,3 +303,16 @@ def test_dynamodb_lock_item_is_read_not_taken(sandbox):
     held = lock_holder(backend, clients)
     assert held and "tf-locks" in held and "carol@jenkins" in held
     assert ddb.scan(TableName="tf-locks")["Count"] == 2, "reading the lock adds nothing"
+
+
+def test_a_group_s_clients_use_its_profile_on_aws_and_the_sandbox_s_credentials_on_an_endpoint(tmp_path, monkeypatch):
+    from immutable_infra.deployed import group_client
+
+    asked = []
+    aws = Sandbox(endpoint=None, cache_dir=tmp_path / "cache", offline=False)
+    monkeypatch.setattr(aws, "client", lambda service, region, profile=None: asked.append((service, region, profile)))
+    group_client(aws, "china", "ec2", "cn-north-1")
+    local = Sandbox(endpoint="http://127.0.0.1:9", cache_dir=tmp_path / "cache", offline=True)
+    monkeypatch.setattr(local, "client", lambda service, region, profile=None: asked.append((service, region, profile)))
+    group_client(local, "china", "ec2", "cn-north-1")
+    assert asked == [("ec2", "cn-north-1", "china"), ("ec2", "cn-north-1", None)]

@@ -302,11 +302,7 @@ class DeployedDeployer(Deployer):
 
 def group_client(sandbox: Sandbox, profile: str | None, service: str, region: str) -> Any:
     """A boto3 client with the group's credentials: its profile on AWS, the sandbox's credentials on an endpoint."""
-    if profile and not sandbox.is_local:
-        import boto3
-
-        return boto3.Session(profile_name=profile).client(service, region_name=region)
-    return sandbox.client(service, region)
+    return sandbox.client(service, region, profile if not sandbox.is_local else None)  # one cached session per profile
 
 
 def prepare(run: DeployedRun, group: Group, catalog: Catalog, sandbox: Sandbox, variables: dict[str, Any],
