@@ -7,23 +7,20 @@ and destroys them at the end); every fault is injected in one batch on disjoint 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import boto3
 import pytest
+from moto_recorder import recorder, writes
 
 ROOT = Path(__file__).parent.parent
 RUN = "aud1"
 REGION = "ap-southeast-1"
-READ_PREFIXES = ("Describe", "List", "Get")
 
 
 def cli(server, *args, home):
@@ -80,28 +77,6 @@ def audit(server, home, tmp_path, name, reports):
         text = (failure if failure is not None else error if error is not None else skipped)
         outcomes[case.get("name")] = (state, (text.get("message", "") + (text.text or "")) if text is not None else "")
     return result, outcomes
-
-
-def recorder(server, verb):
-    req = urllib.request.Request(f"{server.url}/moto-api/recorder/{verb}", method="POST" if verb != "download-recording" else "GET")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.read().decode()
-
-
-def writes(recording: str) -> list[str]:
-    """Every recorded request that is not a read."""
-    found = []
-    for line in recording.splitlines():
-        entry = json.loads(line)
-        body = entry.get("body") or ""
-        if entry.get("body_encoded"):
-            body = base64.b64decode(body).decode("utf-8", "replace")
-        action = urllib.parse.parse_qs(body).get("Action", [""])[0] if "Action=" in body else ""
-        if action and not action.startswith(READ_PREFIXES):
-            found.append(action)
-        elif not action and entry["method"] not in ("GET", "HEAD"):
-            found.append(f"{entry['method']} {entry['url']}")
-    return found
 
 
 def ec2():

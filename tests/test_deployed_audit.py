@@ -26,7 +26,7 @@ from immutable_infra.engine import Terraform
 from immutable_infra.images import load_catalog, register_images
 from immutable_infra.sandbox import PROVIDER_ENDPOINT_SERVICES, Sandbox
 
-from test_audit import recorder, writes
+from moto_recorder import recorder, writes
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = ROOT / "fixtures"

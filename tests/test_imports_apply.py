@@ -8,18 +8,16 @@ applies in about 10 s), brought up with `immutable-infra up` and destroyed at th
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import boto3
 import pytest
+from moto_recorder import recorder, writes
 
 from immutable_infra.checks.unmanaged import find_unmanaged
 from immutable_infra.engine import Terraform
@@ -49,29 +47,6 @@ def deployed(moto_server, tmp_path_factory):
     finally:
         down = cli(moto_server, home, "down", "--run-id", RUN)
         assert down.returncode == 0, down.stderr[-3000:]
-
-
-def recorder(server, verb):
-    req = urllib.request.Request(f"{server.url}/moto-api/recorder/{verb}",
-                                 method="GET" if verb == "download-recording" else "POST")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.read().decode()
-
-
-def writes(recording: str) -> list[str]:
-    """Every recorded AWS request that is not a read."""
-    found = []
-    for line in recording.splitlines():
-        entry = json.loads(line)
-        body = entry.get("body") or ""
-        if entry.get("body_encoded"):
-            body = base64.b64decode(body).decode("utf-8", "replace")
-        action = urllib.parse.parse_qs(body).get("Action", [""])[0] if "Action=" in body else ""
-        if action and not action.startswith(("Describe", "List", "Get")):
-            found.append(action)
-        elif not action and entry["method"] not in ("GET", "HEAD"):
-            found.append(f"{entry['method']} {entry['url']}")
-    return found
 
 
 def unmanaged_now(tf: Terraform, ec2) -> list:

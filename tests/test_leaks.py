@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Callable
 
 import boto3
 import pytest
+from moto_recorder import recorder
 
 from immutable_infra import inventory, reaper
 from immutable_infra.ephemeral import Run, parse_ttl, provider_override
@@ -153,12 +153,6 @@ def store_run(home: Path, run_id: str, endpoint: str, status: str = "applied") -
     run.keep = True
     run.save()
     return run
-
-
-def recorder(server, verb: str) -> str:
-    req = urllib.request.Request(f"{server.url}/moto-api/recorder/{verb}", method="GET" if verb == "download-recording" else "POST")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.read().decode()
 
 
 READS = ("Describe", "List", "Get")
