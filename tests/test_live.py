@@ -60,3 +60,37 @@ def test_recorded_realworld_state_names_the_module_vpc():
     [vpc] = [r for r in state_resources(state) if r.type == "aws_vpc"]
     assert vpc.address == "module.vpc.aws_vpc.this[0]"
     assert group_vpc_ids({"public_subnets": ["subnet-x"]}, state) == [vpc.aws_id]
+
+
+def test_instances_tagged_with_the_group_outside_its_vpcs_count_for_their_own_run_only(moto_server):
+    """A deployed group (run_id "") must not count an ephemeral copy's instances as its own; a run only its own."""
+    import boto3
+
+    from immutable_infra.live import describe_group
+
+    ec2 = boto3.client("ec2", region_name="eu-west-3", endpoint_url=moto_server.url,
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    group = "live-filter"
+    ours = ec2.create_vpc(CidrBlock="10.61.0.0/16")["Vpc"]["VpcId"]
+    other = ec2.create_vpc(CidrBlock="10.62.0.0/16")["Vpc"]["VpcId"]
+    inside = ec2.create_subnet(VpcId=ours, CidrBlock="10.61.1.0/24")["Subnet"]["SubnetId"]
+    outside = ec2.create_subnet(VpcId=other, CidrBlock="10.62.1.0/24")["Subnet"]["SubnetId"]
+
+    def launch(subnet, **tags):
+        tag = [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in {"Group": group, **tags}.items()]}]
+        return ec2.run_instances(ImageId="ami-1e749f67", MinCount=1, MaxCount=1, SubnetId=subnet,
+                                 TagSpecifications=tag)["Instances"][0]["InstanceId"]
+
+    member = launch(inside)
+    run_a, run_b, team = launch(outside, Run="ra"), launch(outside, Run="rb"), launch(outside)
+    gone = launch(outside)
+    ec2.terminate_instances(InstanceIds=[gone])
+    try:
+        def ids(run_id):
+            return {i["InstanceId"] for i in describe_group(ec2, [ours], group, run_id)["instances"]}
+
+        assert ids(None) == {member, run_a, run_b, team}
+        assert ids("ra") == {member, run_a}
+        assert ids("") == {member, team}
+    finally:
+        ec2.terminate_instances(InstanceIds=[member, run_a, run_b, team])

@@ -30,10 +30,14 @@ def group_vpc_ids(outputs: dict[str, Any] | None, state: dict[str, Any] | None =
     return sorted(set(ids))
 
 
-def describe_group(ec2: Any, vpc_ids: list[str], group: str) -> dict[str, Any]:
+def describe_group(ec2: Any, vpc_ids: list[str], group: str, run_id: str | None = None) -> dict[str, Any]:
     """A snapshot of the group's VPCs plus what unmanaged-resource checks need.
 
-    Also picks up instances tagged ``Group=<group>`` outside those VPCs.
+    Also picks up live instances tagged ``Group=<group>`` outside those VPCs:
+    with ``run_id``, only those of that run (``Run=<run_id>``); with
+    ``run_id=""`` (a group audited as deployed), only those no run of this
+    tool made (no ``Run`` tag): an ephemeral copy of the group is not
+    production's. Terminated instances are gone, not the group's.
     """
     snap = take_snapshot(ec2, vpc_ids) if vpc_ids else {"instances": [], "region": ec2.meta.region_name}
     flt = [{"Name": "vpc-id", "Values": vpc_ids}] if vpc_ids else []
@@ -43,9 +47,14 @@ def describe_group(ec2: Any, vpc_ids: list[str], group: str) -> dict[str, Any]:
     snap.update(describe_vpc_extras(ec2, vpc_ids))
     tagged = ec2.describe_instances(Filters=[{"Name": "tag:Group", "Values": [group]}])["Reservations"]
     known = {i["InstanceId"] for i in snap.get("instances", [])}
-    snap["instances"] = list(snap.get("instances", [])) + [
-        i for r in tagged for i in r["Instances"] if i["InstanceId"] not in known
-    ]
+
+    def ours(instance: dict[str, Any]) -> bool:
+        if instance["InstanceId"] in known or (instance.get("State") or {}).get("Name") == "terminated":
+            return False
+        run = {t["Key"]: t["Value"] for t in instance.get("Tags") or []}.get("Run")
+        return run_id is None or (run or "") == run_id
+
+    snap["instances"] = list(snap.get("instances", [])) + [i for r in tagged for i in r["Instances"] if ours(i)]
     snap["vpc_peering_connections"] = snap.get("peering_connections", [])
     return snap
 

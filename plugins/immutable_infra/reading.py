@@ -88,7 +88,9 @@ class Reading:
 
         if group not in self._describes:
             self.reads.append(f"describe:{group}")
-            self._describes[group] = describe_group(self._ec2(group), self.vpc_ids(group), group)
+            # Instances tagged with the group outside its VPCs count when this run made them (a deployed group: no run)
+            run_id = "" if getattr(self.h, "deployed", False) else self.h.run.id
+            self._describes[group] = describe_group(self._ec2(group), self.vpc_ids(group), group, run_id)
         return dict(self._describes[group])
 
     def run_snapshot(self) -> dict[str, Any]:
