@@ -122,7 +122,8 @@ def test_roles_check_reads_placement_of_instances_it_cannot_see_through_the_vpc(
     image = ec2.describe_images()["Images"][0]["ImageId"]
     iid = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, SubnetId=subnet, SecurityGroupIds=sgs,
                             TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                                {"Key": "Role", "Value": "reverse-proxy"}, {"Key": "Group", "Value": "g"}]}]
+                                {"Key": "Role", "Value": "reverse-proxy"}, {"Key": "Group", "Value": "g"},
+                                {"Key": "Run", "Value": "r1"}]}]  # the run's default_tags
                             )["Instances"][0]["InstanceId"]
     h = harness(group(roles={"reverse-proxy": 1}), state(resource("aws_instance.web", "aws_instance", iid)),
                 client=lambda service, region: boto3.client(service, region_name=region))
