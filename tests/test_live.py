@@ -94,3 +94,28 @@ def test_instances_tagged_with_the_group_outside_its_vpcs_count_for_their_own_ru
         assert ids("") == {member, team}
     finally:
         ec2.terminate_instances(InstanceIds=[member, run_a, run_b, team])
+
+
+def test_peering_connections_of_other_vpcs_are_not_the_groups(moto_server):
+    """moto ignores the requester/accepter filters; a copy's peering tagged with the group is not in its snapshot."""
+    import boto3
+
+    from immutable_infra.checks.unmanaged import find_unmanaged
+    from immutable_infra.live import describe_group
+
+    ec2 = boto3.client("ec2", region_name="eu-west-3", endpoint_url=moto_server.url,
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    group = "peer-filter"
+    ours, peer, copy_a, copy_b = (ec2.create_vpc(CidrBlock=f"10.{n}.0.0/16")["Vpc"]["VpcId"] for n in (71, 72, 73, 74))
+    tags = [{"ResourceType": "vpc-peering-connection", "Tags": [{"Key": "Group", "Value": group}, {"Key": "Run", "Value": "r9"}]}]
+    mine = ec2.create_vpc_peering_connection(VpcId=ours, PeerVpcId=peer)["VpcPeeringConnection"]["VpcPeeringConnectionId"]
+    copy = ec2.create_vpc_peering_connection(VpcId=copy_a, PeerVpcId=copy_b, TagSpecifications=tags)[
+        "VpcPeeringConnection"]["VpcPeeringConnectionId"]
+    try:
+        snap = describe_group(ec2, [ours], group, "")
+        ids = {p["VpcPeeringConnectionId"] for p in snap["vpc_peering_connections"]}
+        assert mine in ids and copy not in ids
+        assert copy not in {f.aws_id for f in find_unmanaged(group, [], snap)}
+    finally:
+        for pcx in (mine, copy):
+            ec2.delete_vpc_peering_connection(VpcPeeringConnectionId=pcx)

@@ -58,6 +58,10 @@ def _dedupe(items: list[dict[str, Any]], id_field: str) -> list[dict[str, Any]]:
     return out
 
 
+def _peering_sides(peering: dict[str, Any]) -> set[str]:
+    return {(peering.get(side) or {}).get("VpcId", "") for side in ("RequesterVpcInfo", "AccepterVpcInfo")}
+
+
 def take_snapshot(ec2_client: Any, vpc_ids: list[str] | None = None) -> dict[str, Any]:
     """Describe everything reachability needs in the client's region.
 
@@ -78,6 +82,9 @@ def take_snapshot(ec2_client: Any, vpc_ids: list[str] | None = None) -> dict[str
         peerings = []
         for side in ("requester-vpc-info.vpc-id", "accepter-vpc-info.vpc-id"):
             peerings += _all(ec2_client, "describe_vpc_peering_connections", "VpcPeeringConnections", **by_vpc(side))
+        # Kept only when one side is ours, whatever the endpoint did with the
+        # filters (moto ignores them and returns every connection of the region).
+        peerings = [p for p in peerings if _peering_sides(p) & set(ids)]
     else:
         peerings = _all(ec2_client, "describe_vpc_peering_connections", "VpcPeeringConnections")
     snap["peering_connections"] = _dedupe(peerings, "VpcPeeringConnectionId")
