@@ -142,3 +142,23 @@ def test_the_overhead_benchmark_counts_overlapping_terraform_commands_once():
     spec.loader.exec_module(overhead)
     assert overhead.union_seconds([]) == 0
     assert overhead.union_seconds([(0, 10), (5, 12), (20, 21), (11, 11.5)]) == 13
+
+
+def test_state_and_outputs_of_a_local_workspace_come_from_its_file_and_elsewhere_from_show(tmp_path, monkeypatch):
+    recorded = Path(__file__).parent / "data" / "statefile"
+    shown = recorded / "show.json"
+    work = tmp_path / "ws"
+    work.mkdir()
+    (work / "terraform.tfstate").write_text((recorded / "terraform.tfstate").read_text())
+    tf = terraform(work, [{"exit": 0, "stdout": str(shown)}], monkeypatch)
+    state = tf.state()
+    assert not (work / "calls.json").exists()  # no Terraform process: read from the file
+    assert [r["address"] for r in state["values"]["root_module"]["resources"]] == [
+        r["address"] for r in json.loads(shown.read_text())["values"]["root_module"]["resources"]]
+    assert tf.output() == {k: v["value"] for k, v in json.loads(shown.read_text())["values"]["outputs"].items()}
+
+    data = work / ".terraform"
+    data.mkdir()
+    (data / "terraform.tfstate").write_text(json.dumps({"backend": {"type": "s3", "config": {"bucket": "b"}}}))
+    assert tf.state() == json.loads(shown.read_text())  # an S3 backend: show -json
+    assert calls(work) == [["show", "-json", "-no-color"]]

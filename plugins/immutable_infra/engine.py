@@ -458,14 +458,28 @@ class Terraform:
         return json.loads(self.run(args).stdout or "{}")
 
     def state(self) -> dict[str, Any]:
-        """The current state as JSON (``terraform show -json``)."""
-        return self.show()
+        """The current state as ``terraform show -json`` prints it.
+
+        Read from the state file when the workspace is on the default local
+        backend (an ephemeral run's workspaces are): the same JSON without
+        starting the provider (:mod:`statefile`). Otherwise ``show -json``.
+        """
+        from immutable_infra.statefile import read_local_state
+
+        local = read_local_state(self.workdir, self.env)
+        return local if local is not None else self.show()
 
     def state_list(self) -> list[str]:
         result = self.run(["state", "list"], ok_codes=(0, 1))
         return [line for line in result.stdout.splitlines() if line.strip()] if result.exit_code == 0 else []
 
     def output(self) -> dict[str, Any]:
+        """The root module's output values (name -> value): from the local state file, as :meth:`state`."""
+        from immutable_infra.statefile import local_outputs
+
+        local = local_outputs(self.workdir, self.env)
+        if local is not None:
+            return local
         raw = json.loads(self.run(["output", "-json", "-no-color"]).stdout or "{}")
         return {name: item.get("value") for name, item in raw.items()}
 

@@ -38,7 +38,7 @@ class Reading:
         return [n for n in self.h.run.order if self.h.run.groups[n].status == "applied"]
 
     def state(self, group: str) -> dict[str, Any]:
-        """The group's state as ``terraform show -json`` prints it (one subprocess per group and pass)."""
+        """The group's state as ``terraform show -json`` prints it (read once per group and pass: the state file)."""
         if group not in self._states:
             self.reads.append(f"state:{group}")
             self._states[group] = self.h.deployer.terraform(group).state()
