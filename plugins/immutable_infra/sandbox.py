@@ -76,7 +76,7 @@ def ensure_mirror(cache_dir: Path) -> Path:
     target = mirror / host / namespace / ptype / f"terraform-provider-{ptype}_{PROVIDER_VERSION}_linux_amd64.zip"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".zip.part")
+        tmp = target.with_suffix(f".zip.{os.getpid()}.{threading.get_ident()}.part")  # sessions side by side each copy
         shutil.copyfile(provider_zip(), tmp)
         os.replace(tmp, target)
     return mirror
