@@ -307,3 +307,27 @@ def test_a_rule_opened_by_hand_beside_rule_resources_is_seen_by_unmanaged_after_
     outcome = exp.outcome("sg_opened_to_world")
     assert outcome is not None and outcome.fault.target == sg and not outcome.error
     assert "unmanaged" in outcome.detected and not exp.false_alarms and not exp.residue
+
+
+def test_a_repair_whose_proof_saw_no_drift_at_all_is_not_settled(h, monkeypatch):
+    """The proof's refresh-only plan (the real drift check) has no drift entry and no output change: a refresh-only
+    apply would read nothing into the state, so the batch ends without one (and still counts as settled)."""
+    fake_checks(monkeypatch, real=("unmanaged", "drift"))
+    exp = experiment.run(h, "g1", ["sg_opened_to_world"], ALL)
+    assert h.repairs == ["repair:g1"] and exp.unsettled == [] and not exp.residue
+    assert any("nothing to settle" in line for line in h.said)
+
+
+@pytest.mark.parametrize("extra", [
+    {"resource_drift": [{"address": "aws_vpc.this", "mode": "managed", "type": "aws_vpc", "name": "this",
+                         "change": {"actions": ["update"], "before": {"id": "vpc-1", "tags": None},
+                                    "after": {"id": "vpc-1", "tags": {}}}}]},   # noise only: still read in
+    {"output_changes": {"vpc_id": {"actions": ["update"]}}},                   # an output the settle would update
+])
+def test_a_repair_whose_proof_saw_any_drift_or_output_change_is_settled(h, monkeypatch, extra):
+    fake_checks(monkeypatch, real=("unmanaged", "drift"))
+    tf = h.tf["g1"]
+    monkeypatch.setattr(tf, "refresh_plan", lambda: {"format_version": "1.2", "prior_state": tf.state_json(),
+                                                     "resource_drift": [], **extra})
+    exp = experiment.run(h, "g1", ["sg_opened_to_world"], ALL)
+    assert h.repairs == ["repair:g1", "settle:g1"] and exp.unsettled == []

@@ -438,20 +438,38 @@ class Terraform:
     def init(self) -> CommandResult:
         return self.run(["init", "-input=false", "-no-color", "-json", *self._lock(), *self.init_args])
 
-    def plan(self, out: str = "tfplan", refresh_only: bool = False, destroy: bool = False) -> dict[str, Any]:
-        """Plan to a file and return ``terraform show -json`` of it (read it with :mod:`plan`)."""
+    def plan(self, out: str = "tfplan", refresh_only: bool = False, destroy: bool = False,
+             trust_stream: bool = False) -> dict[str, Any]:
+        """Plan to a file and return ``terraform show -json`` of it (read it with :mod:`plan`).
+
+        ``trust_stream``: when the plan's own UI stream proves the plan empty
+        (see :class:`PlanStream`), return :meth:`PlanStream.empty_plan` instead
+        of showing the planfile (a ``show -json`` starts the provider to load
+        its schema: about 1.2 s). It has no ``prior_state``. Only with the
+        embedded Terraform, whose stream was proven to name every drifted
+        resource (tests/test_plan_stream.py); an external binary is always shown.
+        """
         args = ["plan", "-input=false", "-no-color", "-json", f"-out={out}", f"-parallelism={self.parallelism}",
                 *self._lock()]
         if refresh_only:
             args.append("-refresh-only")
         if destroy:
             args.append("-destroy")
-        self.run(args)
+        stream = PlanStream()
+        self.run(args, on_event=stream.on_event)
+        if trust_stream and isinstance(self.driver, EmbeddedDriver):
+            empty = stream.empty_plan()
+            if empty is not None:
+                return empty
         return self.show(out)
 
     def refresh_plan(self) -> dict[str, Any]:
-        """A refresh-only plan: what changed outside Terraform (``resource_drift``)."""
-        return self.plan(out="refresh.tfplan", refresh_only=True)
+        """A refresh-only plan: what changed outside Terraform (``resource_drift``).
+
+        With no drift at all it comes from the plan's stream, without ``prior_state``
+        (``Plan.from_stream``): the drift check needs the state only to classify drift.
+        """
+        return self.plan(out="refresh.tfplan", refresh_only=True, trust_stream=True)
 
     def show(self, planfile: str | None = None) -> dict[str, Any]:
         args = ["show", "-json", "-no-color"] + ([planfile] if planfile else [])
@@ -504,6 +522,50 @@ class Terraform:
         if verb == "apply":
             outputs = {k: v.get("value") for k, v in tracker.outputs.items()}
         return ApplyResult(result.seconds, tracker.timings, tracker.summary, outputs, tracker.events)
+
+
+class PlanStream:
+    """What a ``plan -json`` run streams about its plan, enough to prove it empty.
+
+    Terraform's machine-readable UI emits one ``resource_drift`` event per
+    entry of the plan's ``resource_drift`` (in refresh-only mode every drifted
+    resource, moves included: both come from the same list of drifted
+    resources), one ``planned_change`` per resource change other than a no-op,
+    then ``change_summary`` and ``outputs`` (each output's ``action``).
+    :meth:`empty_plan` answers only when the run reached its summary and saw
+    none of these, with every output ``noop``: a plan with no drift, no change
+    and no output change, which is all a verdict of "no drift" or "no change"
+    reads. Anything else (or a stream cut short) answers None: show the planfile.
+    """
+
+    CONTENT = frozenset({"resource_drift", "planned_change"})
+
+    def __init__(self) -> None:
+        self.terraform_version = ""
+        self.summary: dict[str, Any] | None = None
+        self.content = 0
+        self.outputs_changed = 0
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "version":
+            self.terraform_version = str(event.get("terraform") or "")
+        elif kind in self.CONTENT:
+            self.content += 1
+        elif kind == "change_summary":
+            self.summary = event.get("changes") or {}
+        elif kind == "outputs":
+            self.outputs_changed += sum(1 for o in (event.get("outputs") or {}).values()
+                                        if not isinstance(o, dict) or o.get("action") != "noop")
+
+    def empty_plan(self) -> dict[str, Any] | None:
+        """A plan JSON with no drift and no change (``from_stream``), or None when the planfile must be shown."""
+        if self.summary is None or self.content or self.outputs_changed:
+            return None
+        if any(self.summary.get(k) for k in ("add", "change", "import", "remove")):
+            return None
+        return {"format_version": "stream", "terraform_version": self.terraform_version,
+                "resource_drift": [], "resource_changes": [], "from_stream": True}
 
 
 class _ApplyTracker:

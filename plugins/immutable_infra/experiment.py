@@ -22,7 +22,9 @@ For each batch of faults (disjoint resources, at most one flow blocker):
    **residue** (a fault not repaired), recorded once. Only a group proven
    clean is **settled** (refresh-only apply, new fingerprints): a refresh-only
    apply over an unrepaired out-of-band change would read it into the state and
-   hide it from drift for good.
+   hide it from drift for good. A group whose proof's refresh-only plan had no
+   drift entry at all (noise included) and no output change has nothing to
+   settle: that apply would read nothing in, so it is not run.
 
 A check no fault of the batch can change does not run for that batch: it could
 only report a change the batch did not make. ``Experiment.watched`` records,
@@ -376,13 +378,19 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
     # The proof of the repair, before anything settles: the watch checks (they saw the faults, so they see what a
     # fault left) plus drift and unmanaged (the group is as declared and carries nothing unmanaged), in a new pass.
     with phase(say, f"{where}: checks after the repair"):
-        proof = {c: r.findings for c, r in verify_group(h, name, proof_set, Reading(h)).items()}
+        proved = verify_group(h, name, proof_set, Reading(h))
+        proof = {c: r.findings for c, r in proved.items()}
     left = [f for found in new_findings(baseline, proof).values() for f in found]
     exp.residue += [f for f in left if f not in exp.residue]
     if left or exp.unsettled:
         # Never settle over an unrepaired change (this batch's or an earlier one's): drift must keep seeing it.
         exp.unsettled.append(number)
         say(f"{where}: not settled ({len(left)} finding(s) left after the repair), {time.monotonic() - started:.0f} s")
+    elif "drift" in proved and proved["drift"].quiet:
+        # Nothing to settle: the proof's refresh-only plan, made after the repair apply, had no drift entry at all
+        # (noise included) and no output change, so a refresh-only apply now would read nothing into the state.
+        say(f"{where}: repaired; nothing to settle (no drift at all after the repair), "
+            f"{time.monotonic() - started:.0f} s")
     else:
         h.settle(name)
         say(f"{where}: repaired and settled, {time.monotonic() - started:.0f} s")

@@ -154,6 +154,8 @@ class Plan:
     terraform_version: str = ""
     format_version: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: Built from the plan's UI stream (``engine.PlanStream``): no drift, no change, and no ``prior_state``.
+    from_stream: bool = False
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Plan":
@@ -169,6 +171,7 @@ class Plan:
             terraform_version=data.get("terraform_version", ""),
             format_version=data.get("format_version", ""),
             raw=data,
+            from_stream=bool(data.get("from_stream")),
         )
 
     def is_noop(self) -> bool:
@@ -182,7 +185,13 @@ class Plan:
         return next((d for d in self.drift if d.address == address), None)
 
     def prior_resources(self) -> list[StateResource]:
-        """The managed resources of the plan's prior (refreshed) state."""
+        """The managed resources of the plan's prior (refreshed) state.
+
+        A plan built from the stream has none to give: it raises rather than
+        answer with no resources (read the state instead).
+        """
+        if self.from_stream:
+            raise ValueError("this plan was built from the plan's stream (no drift, no change): it has no prior_state")
         return state_resources(self.prior_state)
 
 

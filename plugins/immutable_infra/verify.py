@@ -38,6 +38,8 @@ class Result:
     check: str
     findings: list[Finding] = field(default_factory=list)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: drift only: its refresh-only plan had no drift entry at all, noise included (a settle would read nothing in).
+    quiet: bool = False
 
 
 def applied_groups(h: "Harness") -> set[str]:
@@ -73,10 +75,17 @@ def drift(h: "Harness", name: str, reading: Reading | None = None) -> Result:
 
     reading = reading or Reading(h)
     plan = Plan.from_json(h.deployer.terraform(name).refresh_plan())
-    # Routes and rules that other groups of the run manage in this group's tables are theirs, not drift.
-    findings, table = find_drift(plan, name, rules=noise.DEFAULT_NOISE_RULES,
-                                 state=plan.prior_resources() + reading.neighbour_resources(name))
-    return Result("drift", findings, {"drift": table})
+    if not plan.drift:
+        # Nothing drifted: no row to classify, so no state to classify it against (a plan from the stream has none).
+        findings, table = find_drift(plan, name, rules=noise.DEFAULT_NOISE_RULES, state=[])
+    else:
+        # Routes and rules that other groups of the run manage in this group's tables are theirs, not drift.
+        findings, table = find_drift(plan, name, rules=noise.DEFAULT_NOISE_RULES,
+                                     state=plan.prior_resources() + reading.neighbour_resources(name))
+    outputs_same = all(tuple(c.get("actions") or ()) in ((), ("no-op",))
+                       for c in (plan.raw.get("output_changes") or {}).values())
+    return Result("drift", findings, {"drift": table},
+                  quiet=plan.from_stream or (not plan.drift and plan.is_noop() and outputs_same))
 
 
 def unmanaged(h: "Harness", name: str, reading: Reading | None = None) -> Result:

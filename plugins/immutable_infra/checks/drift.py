@@ -5,7 +5,10 @@ its ``resource_drift`` lists every resource whose live object differs from
 the state, with the state value as ``before`` and the live value as
 ``after``. (Not the exit code: ``-detailed-exitcode`` says 2 with zero drift
 as soon as the configuration has a data source.) A resource gone from AWS
-comes as ``["delete"]`` with ``after`` null: it is *missing*.
+comes as ``["delete"]`` with ``after`` null: it is *missing*. When the plan's
+own stream shows no drift at all the engine skips the ``show -json`` and the
+plan has no ``prior_state`` (``Plan.from_stream``): there is then no row, so
+nothing to classify against a state.
 
 Each attribute-level difference is classified: ``drift``, ``missing``, or
 ``noise:<rule>`` when a known noise rule (checks/noise.py) explains it. Only

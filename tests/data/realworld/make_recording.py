@@ -58,10 +58,10 @@ def main() -> int:
             ec2.authorize_security_group_ingress(GroupId=web["SecurityGroups"][0]["GroupId"], IpPermissions=[{
                 "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
             dump("describe_rule_added.json", describe_group(ec2, vpcs, GROUP))
-            dump("plan_refresh_only_rule_added.json", tf.refresh_plan())
+            dump("plan_refresh_only_rule_added.json", tf.plan(out="refresh.tfplan", refresh_only=True))  # the planfile, shown
             tf.apply(refresh_only=True)
             dump("state_refreshed.json", tf.state())
-            dump("plan_refresh_only_refreshed.json", tf.refresh_plan())
+            dump("plan_refresh_only_refreshed.json", tf.plan(out="refresh.tfplan", refresh_only=True))
         finally:
             harness.teardown()
     return 0
