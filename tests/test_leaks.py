@@ -652,3 +652,35 @@ def test_a_first_signal_during_the_teardown_lets_it_finish_and_a_second_stops_at
     assert "SIGTERM again: stopped at once" in twice.output
     assert twice.returncode == 128 + signal.SIGTERM
     assert "immutable-infra down --run-id term2-destroy" in twice.output
+
+
+def test_a_session_whose_console_went_away_still_tears_down_on_sigterm(moto_server, tmp_path):
+    """The reader of the session's output is gone (a killed wrapper, a lost Jenkins agent): SIGTERM still destroys.
+
+    Every progress line of the teardown then fails to write (a closed pipe); before, the first one ended the
+    teardown half-way, the run recorded as ``destroying`` and its instances left on the endpoint.
+    """
+    run_id = "rpipe" + os.urandom(3).hex()
+    home = tmp_path / "home"
+    env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "suites/test_drift.py", "-q", "-p", "no:cacheprovider", "--groups-dir",
+         str(TEST_GROUPS), "--group", "leaky", "--run-id", run_id, "--aws-endpoint", moto_server.url,
+         "--reports-dir", str(tmp_path / "reports")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 300
+        while not (b"[leaky] apply:" in seen and left(moto_server, run_id)):
+            assert proc.poll() is None and time.monotonic() < deadline, seen.decode()[-2000:]
+            seen += proc.stdout.read1(4096)  # type: ignore[union-attr]
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert left(moto_server, run_id) == []
+    state = json.loads((home / "runs" / run_id / "run.json").read_text())
+    assert {name: g["status"] for name, g in state["groups"].items()} == {"leaky": "destroyed"}

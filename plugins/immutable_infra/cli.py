@@ -22,12 +22,13 @@ from immutable_infra.engine import DEFAULT_PARALLELISM
 from immutable_infra.ephemeral import Run, RunError, default_home
 from immutable_infra.errors import ToolError
 from immutable_infra.harness import Harness
+from immutable_infra.progress import console_line
 from immutable_infra.sandbox import MotoServer, SandboxError
 from immutable_infra.settings import Settings, SettingsError, env_name, path_problems, usage_problems
 
 
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    console_line(lambda text: print(text, file=sys.stderr, flush=True), line)
 
 
 def _settings(args: argparse.Namespace, groups: list[str], run_id: str | None) -> Settings:

@@ -119,18 +119,23 @@ class StopSignals:
         finally:
             self.teardown_running = False
 
+    def _tell(self, line: str) -> None:
+        from immutable_infra.progress import console_line
+
+        console_line(self.say, line)  # a closed console must not turn the graceful stop into a crash
+
     def _handle(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         self.received.append(signum)
         if len(self.received) > 1:
             killed = kill_workers()
-            self.say(f"{name} again: stopped at once ({killed} Terraform process(es) killed); what was created may remain"
+            self._tell(f"{name} again: stopped at once ({killed} Terraform process(es) killed); what was created may remain"
                      + (f"; finish with: {self.hint}" if self.hint else ""))
             os._exit(128 + signum)
         if self.teardown_running:
-            self.say(f"{name}: the teardown is already running and will finish; send it again to stop at once")
+            self._tell(f"{name}: the teardown is already running and will finish; send it again to stop at once")
             return
-        self.say(f"{name}: stopping Terraform gracefully, then destroying what this session created "
+        self._tell(f"{name}: stopping Terraform gracefully, then destroying what this session created "
                  "(send it again to stop at once)")
         raise KeyboardInterrupt(name)
 

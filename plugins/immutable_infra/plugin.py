@@ -18,6 +18,7 @@ from immutable_infra import distributed
 from immutable_infra import settings as settings_mod
 from immutable_infra.catalog import CatalogError
 from immutable_infra.engine import signals
+from immutable_infra.progress import console_line
 from immutable_infra.errors import ToolError
 from immutable_infra.harness import AppliedGroup, Harness
 from immutable_infra.report import Reporter
@@ -156,22 +157,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _sayer(config: pytest.Config):
+    """Progress lines on the terminal; a terminal that went away (a closed pipe) never stops the session's work."""
     lock = threading.Lock()
 
-    def say(line: str) -> None:
+    def write(line: str) -> None:
         tr = config.pluginmanager.get_plugin("terminalreporter")
         capman = config.pluginmanager.get_plugin("capturemanager")
-        with lock:
-            if tr is None:
-                print(line, flush=True)
-                return
-            if capman is not None:
-                with capman.global_and_fixture_disabled():
-                    tr.ensure_newline()
-                    tr.write_line(line, cyan=True)
-            else:
+        if tr is None:
+            print(line, flush=True)
+            return
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
                 tr.ensure_newline()
                 tr.write_line(line, cyan=True)
+        else:
+            tr.ensure_newline()
+            tr.write_line(line, cyan=True)
+
+    def say(line: str) -> None:
+        with lock:
+            console_line(write, line)
 
     return say
 

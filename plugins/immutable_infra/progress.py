@@ -61,3 +61,22 @@ def phase(say: Say, what: str, every: float = HEARTBEAT_SECONDS) -> Iterator[Pha
             yield timer
         finally:
             timer.ended = timer._clock()
+
+
+def console_line(write: Say, line: str) -> None:
+    """Write one line with ``write``; when the console is gone (a closed pipe, a lost agent), try stderr, then drop it.
+
+    A teardown must never stop half-way because nobody is reading: the
+    destroys matter more than the lines that tell of them.
+    """
+    import sys
+
+    try:
+        write(line)
+        return
+    except (OSError, ValueError):  # BrokenPipeError, EIO, a closed file
+        pass
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
