@@ -221,6 +221,93 @@ def _context(info: ValidationInfo, key: str) -> str:
 # --------------------------------------------------------------------------- roles.toml
 
 
+OCTAL_MODE = re.compile(r"^[0-7]{3,4}$")
+VERSION_ANY = "*"
+
+
+class HostFile(_Model):
+    """``[[roles.NAME.host.files]]``: one file every host of the role must hold."""
+
+    path: str = Field(description="absolute path of the file, e.g. /etc/consul.d/consul.hcl")
+    mode: str | None = Field(None, description="permission bits as an octal string, e.g. \"0644\" (default: not checked)")
+    owner: str | None = Field(None, description="user owning the file (default: not checked)")
+    contains: list[str] = Field(default_factory=list, description="substrings its content must contain")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not value.startswith("/") or "/../" in f"{value}/":
+            raise ValueError(f"path = {value!r} is not an absolute path; write it like \"/etc/consul.d/consul.hcl\"")
+        return value
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not OCTAL_MODE.match(value):
+            raise ValueError(f"mode = {value!r} is not an octal mode string; write it quoted, like mode = \"0644\"")
+        return f"{int(value, 8):04o}"
+
+    @field_validator("owner", mode="before")
+    @classmethod
+    def _owner(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError(f"owner = {value!r}; write the owning user's name, like owner = \"root\"")
+        return value
+
+    @field_validator("contains", mode="before")
+    @classmethod
+    def _contains(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"contains must be a list of non-empty strings the file must hold, "
+                             f"e.g. contains = [\"retry_join\"]; got {value!r}")
+        return list(value)
+
+
+class HostContract(_Model):
+    """``[roles.NAME.host]``: what every running host of the role must have (read with testinfra)."""
+
+    packages: dict[str, str] = Field(
+        default_factory=dict, description=f'package name = exact version, or "{VERSION_ANY}" for any version')
+    services: list[str] = Field(default_factory=list, description="services that must be enabled and running")
+    ports: list[int] = Field(default_factory=list, description="TCP ports that must be listening (on any address)")
+    files: list[HostFile] = Field(default_factory=list, description="[[roles.NAME.host.files]]: files it must hold")
+    users: list[str] = Field(default_factory=list, description="users that must exist")
+
+    @field_validator("packages", mode="before")
+    @classmethod
+    def _packages(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v.strip() for k, v in value.items()
+        ):
+            raise ValueError(f"packages must map package names to versions, e.g. packages = {{ nginx = \"1.22.1-9\" }} "
+                             f"(or \"{VERSION_ANY}\" for any version); got {value!r}")
+        return dict(value)
+
+    @field_validator("services", "users", mode="before")
+    @classmethod
+    def _names(cls, value: Any, info: ValidationInfo) -> Any:
+        key = info.field_name
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise ValueError(f"{key} must be a list of names, e.g. {key} = [\"consul\"]; got {value!r}")
+        return list(value)
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports(cls, value: Any) -> Any:
+        if not isinstance(value, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in value
+        ):
+            raise ValueError(f"ports must be a list of port numbers 1-65535, e.g. ports = [8500]; got {value!r}")
+        return list(value)
+
+    @property
+    def empty(self) -> bool:
+        """True when the contract names nothing to check."""
+        return not (self.packages or self.services or self.ports or self.files or self.users)
+
+
 class RoleConfig(_Model):
     """``[roles.NAME]`` of ``roles.toml``: what one server role needs."""
 
@@ -233,6 +320,9 @@ class RoleConfig(_Model):
     image_template: str | None = Field(None, description="Template tag of the AMI (Packer template) it runs")
     description: str = Field("", description="what the role is, for people")
     services: list[str] = Field(default_factory=list, description="services the role runs, for people and host checks")
+    host: HostContract | None = Field(
+        None, description="[roles.NAME.host]: packages, services, ports, files and users every host of the role must "
+                          "have, read on the host with testinfra (default: no host checks)")
 
     @field_validator("kinds", "security_groups", "services", mode="before")
     @classmethod
@@ -264,6 +354,13 @@ class RoleConfig(_Model):
         ):
             raise ValueError(f"ports must be a list of port numbers 1-65535, e.g. ports = [80, 443]; got {value!r}")
         return list(value)
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"host must be a table: write it as a [roles.<role>.host] section; got {value!r}")
+        return value
 
 
 class RolesConfig(_Model):
@@ -375,7 +472,7 @@ def explain(model: type[BaseModel], error: Mapping[str, Any]) -> str:
 def _where(model: Any, loc: tuple[Any, ...]) -> str:
     """A TOML location for people: ``[[flows]] entry 2 port``, ``[chaos] faults``, ``[roles.ci] tier``."""
     if model is RolesConfig and len(loc) >= 2 and loc[0] == "roles":
-        return " ".join([f"[roles.{loc[1]}]", *map(str, loc[2:])])
+        return _role_where(loc)
     parts: list[str] = []
     i = 0
     while i < len(loc):
@@ -388,6 +485,19 @@ def _where(model: Any, loc: tuple[Any, ...]) -> str:
         parts.append(f"[{part}]" if i == 0 and nxt is not None else str(part))
         i += 1
     return " ".join(parts)
+
+
+def _role_where(loc: tuple[Any, ...]) -> str:
+    """``[roles.ci] tier``, ``[roles.ci.host] ports``, ``[[roles.ci.host.files]] entry 2 mode``."""
+    table, rest = f"roles.{loc[1]}", list(loc[2:])
+    while rest:
+        if len(rest) >= 2 and isinstance(rest[1], int):
+            return " ".join([f"[[{table}.{rest[0]}]] entry {rest[1] + 1}", *map(str, rest[2:])])
+        sub = _model_at(RolesConfig, tuple(loc[:len(loc) - len(rest) + 1]))
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            break
+        table, rest = f"{table}.{rest[0]}", rest[1:]
+    return " ".join([f"[{table}]", *map(str, rest)])
 
 
 def _unwrap(tp: Any, part: Any) -> Any:

@@ -12,8 +12,10 @@ Format, one table per role::
 
 ``kinds``, ``playbook`` and ``tier`` are required; ``security_groups`` and
 ``ports`` default to empty, ``image_template`` to none; ``description`` and
-``services`` (for people and other checks) are kept in ``Role.extra``. Any
-other key is an error: the schema is ``immutable_infra.config.RoleConfig``.
+``services`` (for people and other checks) are kept in ``Role.extra``; a
+``[roles.NAME.host]`` table (packages, services, ports, files, users a host of
+the role must have) is ``Role.host``. Any other key is an error: the schema is
+``immutable_infra.config.RoleConfig``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from immutable_infra.config import KINDS, ConfigError, RoleConfig, load_roles_config
+from immutable_infra.config import KINDS, ConfigError, HostContract, RoleConfig, load_roles_config
 from immutable_infra.errors import ToolError
 
 #: Group kinds a role may name.
@@ -44,6 +46,11 @@ class Role:
     image_template: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     spec: RoleConfig | None = field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def host(self) -> HostContract | None:
+        """The role's ``[roles.NAME.host]`` contract, or None when it declares none."""
+        return self.spec.host if self.spec is not None else None
 
 
 def _role(name: str, spec: RoleConfig) -> Role:
