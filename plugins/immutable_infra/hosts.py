@@ -1,18 +1,33 @@
-"""Hosts: where a package list comes from (a recorded manifest today, a live host through testinfra later).
+"""Hosts: what a running host holds, read through testinfra (``local://``, ``ssh://user@host``, ``docker://name``...).
 
-The parity checks compare package lists read from the package manifests
-Packer's provisioners wrote; they never import this module. This is the seam
-for comparing a *running* host with its image: anything with a
-``packages()`` method that returns ``{name: (version, architecture)}`` is a
-:class:`PackageSource`.
+- :func:`read_host_facts` reads, in one pass, exactly what a role's
+  ``[roles.NAME.host]`` contract names (packages, services, listening TCP
+  ports, files, users) into :class:`HostFacts`, plain data that
+  ``checks/hosts.py`` judges and that records to JSON. A host that cannot be
+  reached or read raises :class:`HostUnreachable` (a tool error, never a
+  finding).
+- Package lists: anything with a ``packages()`` method that returns
+  ``{name: (version, architecture)}`` is a :class:`PackageSource`: a recorded
+  manifest (:class:`ManifestPackages`) or a live host
+  (:class:`TestinfraPackages`); :func:`live_package_parity` compares a live
+  dev box with an image build's manifest. The image parity checks themselves
+  read manifests only and never import this module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from immutable_infra.images import DPKG_COMMAND, RPM_COMMAND, Packages, parse_packages, read_manifest_file
+from immutable_infra.config import HostContract
+from immutable_infra.errors import ToolError
+from immutable_infra.images import DPKG_COMMAND, RPM_COMMAND, AllowList, Packages, parse_packages, read_manifest_file
+
+if TYPE_CHECKING:
+    from immutable_infra.checks.parity import PackageDiff
 
 
 @runtime_checkable
@@ -36,7 +51,7 @@ class ManifestPackages:
         return parse_packages(text, self.path)
 
 
-class HostPackagesError(RuntimeError):
+class HostPackagesError(ToolError, RuntimeError):
     """A live host could not list its packages (a tool problem, not a finding)."""
 
 
@@ -59,16 +74,201 @@ class TestinfraPackages:
     def packages(self) -> Packages:
         import testinfra
 
-        host = testinfra.get_host(self.host_url, **self._kwargs)
-        if host.exists("dpkg-query"):
-            command = DPKG_COMMAND
-        elif host.exists("rpm"):
-            command = RPM_COMMAND
-        else:
+        try:
+            host = testinfra.get_host(self.host_url, **self._kwargs)
+            has_dpkg = host.exists("dpkg-query")
+            has_rpm = not has_dpkg and host.exists("rpm")
+            command = DPKG_COMMAND if has_dpkg else RPM_COMMAND
+            result = host.run(command) if has_dpkg or has_rpm else None
+        except Exception as exc:  # testinfra's transport errors (ssh exits 255: RuntimeError)
+            cause = " ".join(str(exc).split())[-500:] or type(exc).__name__
+            raise HostPackagesError(f"{self.host_url}: cannot list packages: {cause}") from exc
+        if result is None:
             raise HostPackagesError(f"{self.host_url}: neither dpkg-query nor rpm found; cannot list packages")
-        result = host.run(command)
         if result.rc != 0:
             raise HostPackagesError(
                 f"{self.host_url}: {command} exited {result.rc}: {result.stderr.strip()[-500:]}"
             )
         return parse_packages(result.stdout, f"{self.host_url} ({command})")
+
+
+# --------------------------------------------------------------------------- host facts
+
+
+class HostUnreachable(ToolError):
+    """A host could not be reached or read (ssh refused, a timeout, a command missing); names the URL and the cause."""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What one host holds, as read for one contract: only what the contract names.
+
+    - ``packages``: name -> installed version, ``None`` when the package is not
+      installed (the version is testinfra's: dpkg's full version; rpm's
+      VERSION without RELEASE).
+    - ``services``: name -> ``{"enabled": bool, "running": bool}``.
+    - ``listening``: every TCP port listening on any address, sorted; ``None``
+      when the ports were not read (the contract named none).
+    - ``files``: path -> ``{"exists", "mode" ("0644"), "owner", "content"}``;
+      ``content`` is read only when the contract asks for substrings.
+    - ``users``: name -> exists.
+
+    A name the contract asks about and the record lacks was not read; the
+    check refuses such a record rather than passing it
+    (``checks.hosts.facts_missing``).
+    """
+
+    url: str
+    packages: dict[str, str | None] = field(default_factory=dict)
+    services: dict[str, dict[str, bool]] = field(default_factory=dict)
+    listening: tuple[int, ...] | None = None
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    users: dict[str, bool] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "packages": dict(self.packages),
+            "services": {name: dict(state) for name, state in self.services.items()},
+            "listening": None if self.listening is None else list(self.listening),
+            "files": {path: dict(state) for path, state in self.files.items()},
+            "users": dict(self.users),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HostFacts:
+        """Facts from :meth:`to_dict`'s shape (recorded JSON); a record without ``url`` is a ValueError."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("url"), str):
+            raise ValueError(f"host facts need a 'url' (the testinfra host URL they were read from); got {data!r:.80}")
+        unknown = sorted(set(data) - {"url", "packages", "services", "listening", "files", "users"})
+        if unknown:
+            raise ValueError(f"host facts of {data['url']}: unknown keys {unknown}")
+        listening = data.get("listening")
+        return cls(
+            url=data["url"],
+            packages=dict(data.get("packages") or {}),
+            services={name: dict(state) for name, state in (data.get("services") or {}).items()},
+            listening=None if listening is None else tuple(sorted({int(p) for p in listening})),
+            files={path: dict(state) for path, state in (data.get("files") or {}).items()},
+            users=dict(data.get("users") or {}),
+        )
+
+
+@contextmanager
+def _reading(url: str, what: str) -> Iterator[None]:
+    """Anything testinfra raises while reading ``what`` becomes HostUnreachable naming the host and the cause."""
+    try:
+        yield
+    except HostUnreachable:
+        raise
+    except Exception as exc:  # testinfra raises RuntimeError, AssertionError, ValueError, NotImplementedError...
+        raise HostUnreachable(f"{url}: cannot {what}: {_cause(exc)}") from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """One line: a failed command's stderr (testinfra's ssh backend raises RuntimeError(CommandResult)), else the text."""
+    result = exc.args[0] if exc.args else None
+    stderr = getattr(result, "stderr", None)
+    text = stderr if isinstance(stderr, str) and stderr.strip() else str(exc)
+    return " ".join(text.split())[-500:] or type(exc).__name__
+
+
+def _tcp_port(socket_url: str) -> int | None:
+    """``tcp://0.0.0.0:22`` or ``tcp://:::22`` -> 22; anything not TCP -> None."""
+    if not socket_url.startswith("tcp://"):
+        return None
+    return int(socket_url.rsplit(":", 1)[1])
+
+
+def read_host_facts(host_url: str, contract: HostContract, **testinfra_kwargs: Any) -> HostFacts:
+    """Read on ``host_url`` (a testinfra host URL) exactly what ``contract`` names, in one pass.
+
+    ``testinfra_kwargs`` go to ``testinfra.get_host`` (e.g. ``timeout=5``,
+    ``ssh_config=...``, ``ssh_extra_args="-o BatchMode=yes"``). Raises
+    :class:`HostUnreachable` when the host cannot be reached (first command
+    fails: ssh refused, a timeout, the backend's command missing) or something
+    the contract names cannot be read (no ``ss``/``netstat``, no service
+    manager...): the check must not pass a host it could not look at.
+    """
+    import testinfra
+
+    with _reading(host_url, "reach the host"):
+        host = testinfra.get_host(host_url, **testinfra_kwargs)
+        probe = host.run("true")
+    if probe.rc != 0:
+        cause = " ".join((probe.stderr or probe.stdout or "").split())[-500:] or "no output"
+        raise HostUnreachable(f"{host_url}: cannot reach the host: `true` exited {probe.rc}: {cause}")
+
+    packages: dict[str, str | None] = {}
+    for name in contract.packages:
+        with _reading(host_url, f"read package {name}"):
+            package = host.package(name)
+            packages[name] = package.version if package.is_installed else None
+    services: dict[str, dict[str, bool]] = {}
+    for name in contract.services:
+        with _reading(host_url, f"read service {name}"):
+            service = host.service(name)
+            services[name] = {"enabled": bool(service.is_enabled), "running": bool(service.is_running)}
+    listening: tuple[int, ...] | None = None
+    if contract.ports:
+        with _reading(host_url, "read the listening sockets"):
+            ports = {_tcp_port(s) for s in host.socket.get_listening_sockets()}
+        listening = tuple(sorted(p for p in ports if p is not None))
+    files: dict[str, dict[str, Any]] = {}
+    for wanted in contract.files:
+        with _reading(host_url, f"read file {wanted.path}"):
+            f = host.file(wanted.path)
+            if not f.exists:
+                files[wanted.path] = {"exists": False, "mode": None, "owner": None, "content": None}
+                continue
+            files[wanted.path] = {
+                "exists": True,
+                "mode": f"{f.mode:04o}",
+                "owner": f.user,
+                "content": f.content_string if wanted.contains else None,
+            }
+    users: dict[str, bool] = {}
+    for name in contract.users:
+        with _reading(host_url, f"read user {name}"):
+            users[name] = bool(host.user(name).exists)
+    return HostFacts(host_url, packages, services, listening, files, users)
+
+
+# --------------------------------------------------------------------------- live parity
+
+
+@dataclass(frozen=True)
+class LivePackageParity:
+    """A live host's packages against an image build's manifest: the differences and where each side came from.
+
+    ``diffs`` are :func:`immutable_infra.checks.parity.diff_packages` results
+    with the live host on the dev-box side (``removed`` = only on the host,
+    ``added`` = only in the manifest); allowed ones carry ``allowed=True``.
+    """
+
+    host_source: str
+    manifest_source: str
+    diffs: tuple[PackageDiff, ...]
+
+    @property
+    def violations(self) -> tuple[PackageDiff, ...]:
+        """The differences ``parity.toml`` does not allow."""
+        return tuple(d for d in self.diffs if not d.allowed)
+
+
+def live_package_parity(
+    host: str | PackageSource, manifest: Path | str, allow: AllowList | None = None, *, template: str | None = None,
+) -> LivePackageParity:
+    """Compare a running dev box (a testinfra URL or any PackageSource) with an image build's package manifest.
+
+    The host is the ``vagrant`` side of the allow-list, the manifest the
+    ``amazon-ebs`` side, as in the content check. A host that cannot list its
+    packages raises HostPackagesError; a bad manifest ImageManifestError.
+    """
+    from immutable_infra.checks.parity import diff_packages
+
+    source = TestinfraPackages(host) if isinstance(host, str) else host
+    label = f"live host {source.host_url}" if isinstance(source, TestinfraPackages) else f"live host {source!r}"
+    manifest_path = Path(manifest)
+    diffs = diff_packages(source.packages(), ManifestPackages(manifest_path).packages(), allow, template=template)
+    return LivePackageParity(label, f"manifest {manifest_path}", tuple(diffs))

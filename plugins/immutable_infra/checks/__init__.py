@@ -6,7 +6,7 @@ from here, returns a list of ``Finding`` and never talks to AWS itself::
     from immutable_infra.checks import find_unmanaged, format_findings
 
 Each submodule holds one invariant (``drift``, ``unmanaged``, ``mutation``,
-``roles``, ``reachability``, ``parity``, ``lifecycle``); to run a check live on
+``roles``, ``reachability``, ``parity``, ``lifecycle``, ``hosts``); to run a check live on
 an applied group, use the ``infra_verify`` fixture or ``immutable_infra.verify``.
 """
 
@@ -20,6 +20,7 @@ from immutable_infra.checks.lifecycle import find_missing_consumed_outputs, find
 from immutable_infra.checks.roles import find_role_violations, syntax_check_playbooks
 from immutable_infra.checks.reachability import analyze, analyze_all, find_flow_violations, find_peering_problems
 from immutable_infra.checks.parity import find_content_violations, find_lineage_violations
+from immutable_infra.checks.hosts import facts_missing, find_host_findings
 
 __all__ = [
     "Finding", "format_findings",
@@ -27,4 +28,5 @@ __all__ = [
     "fingerprint_instance", "find_pending_changes", "find_untagged_instances", "find_missing_consumed_outputs",
     "find_role_violations", "syntax_check_playbooks", "find_flow_violations", "find_peering_problems",
     "analyze", "analyze_all", "find_content_violations", "find_lineage_violations",
+    "find_host_findings", "facts_missing",
 ]
