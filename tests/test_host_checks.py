@@ -26,6 +26,7 @@ from immutable_infra.images import AllowEntry, AllowList
 from immutable_infra.roles import RolesError, load_roles
 
 DATA = Path(__file__).parent / "data" / "hosts"
+README = Path(__file__).parent.parent / "README.md"
 GROUP, IID, ROLE = "ops-sg", "i-0a1b2c3d4e5f60718", "consul-server"
 CONFIG = "/etc/consul.d/consul.hcl"
 
@@ -126,6 +127,16 @@ def test_host_that_is_not_a_table(tmp_path):
     with pytest.raises(RolesError, match=re.escape(
             "roles.toml: [roles.consul] host must be a table: write it as a [roles.<role>.host] section; got 5")):
         load_roles(path)
+
+
+def test_readme_example_contract_loads(tmp_path):
+    """The example of README's "Host checks" section is a valid roles.toml."""
+    section = README.read_text().split("## Host checks", 1)[1]
+    example = re.search(r"```toml\n(.*?)```", section, re.S)[1]
+    path = tmp_path / "roles.toml"
+    path.write_text(example)
+    (role,) = load_roles(path).values()
+    assert role.host is not None and role.host.files and role.host.packages
 
 
 # --------------------------------------------------------------------------- the check, on recorded facts
