@@ -332,3 +332,16 @@ def test_live_package_parity_against_a_manifest(tmp_path):
     assert [(d.name, d.change, d.allowed) for d in parity.diffs] == [
         ("bash", "removed", True), ("coreutils", "changed", False), ("only-in-the-image", "added", False)]
     assert [d.name for d in parity.violations] == ["coreutils", "only-in-the-image"]
+
+
+@pytest.mark.skipif(not shutil.which("ssh"), reason="no ssh client on this machine")
+def test_live_parity_with_an_unreachable_host_is_an_error(tmp_path):
+    from immutable_infra.hosts import HostPackagesError
+
+    manifest = tmp_path / "dev-box.packages.txt"
+    manifest.write_text("bash\t5.2.15-2+b8\tamd64\n")
+    with pytest.raises(HostPackagesError) as info:
+        live_package_parity("ssh://nobody@127.0.0.1:1", manifest, timeout=2)
+    assert isinstance(info.value, ToolError)
+    assert str(info.value).startswith("ssh://nobody@127.0.0.1:1: cannot list packages: ")
+    assert "refused" in str(info.value)

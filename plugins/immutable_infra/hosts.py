@@ -258,17 +258,20 @@ class LivePackageParity:
 
 def live_package_parity(
     host: str | PackageSource, manifest: Path | str, allow: AllowList | None = None, *, template: str | None = None,
+    **testinfra_kwargs: Any,
 ) -> LivePackageParity:
     """Compare a running dev box (a testinfra URL or any PackageSource) with an image build's package manifest.
 
     The host is the ``vagrant`` side of the allow-list, the manifest the
-    ``amazon-ebs`` side, as in the content check. A host that cannot list its
+    ``amazon-ebs`` side, as in the content check; ``testinfra_kwargs`` go to
+    ``testinfra.get_host`` for a URL. A host that cannot list its
     packages raises HostPackagesError; a bad manifest ImageManifestError.
     """
     from immutable_infra.checks.parity import diff_packages
 
-    source = TestinfraPackages(host) if isinstance(host, str) else host
+    source = TestinfraPackages(host, **testinfra_kwargs) if isinstance(host, str) else host
     label = f"live host {source.host_url}" if isinstance(source, TestinfraPackages) else f"live host {source!r}"
     manifest_path = Path(manifest)
-    diffs = diff_packages(source.packages(), ManifestPackages(manifest_path).packages(), allow, template=template)
+    image = ManifestPackages(manifest_path).packages()  # first: a bad manifest fails before any connection
+    diffs = diff_packages(source.packages(), image, allow, template=template)
     return LivePackageParity(label, f"manifest {manifest_path}", tuple(diffs))
