@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from immutable_infra.checks import facts_missing, find_host_findings
-from immutable_infra.checks.hosts import CHECK, HostNotChecked, assert_no_host_findings
+from immutable_infra.checks.hosts import CHECK, HostNotChecked, assert_no_host_findings, is_loopback
 from immutable_infra.config import HostContract
 from immutable_infra.errors import ToolError
-from immutable_infra.hosts import HostFacts, HostUnreachable, live_package_parity, read_host_facts
+from immutable_infra.hosts import HostFacts, HostUnreachable, live_package_parity, parse_tcp_socket, read_host_facts
 from immutable_infra.images import AllowEntry, AllowList
 from immutable_infra.roles import RolesError, load_roles
 
@@ -50,13 +50,26 @@ contains = ["server = true", "retry_join"]
 """
 
 
-@pytest.fixture
-def contract(tmp_path: Path) -> HostContract:
+# The same role, allowing no other TCP port beyond loopback than the four it names.
+EXCLUSIVE = CATALOG.replace("ports = [8300, 8500]\n", "ports = [22, 8300, 8301, 8500]\nports_exclusive = true\n")
+
+
+def _contract(tmp_path: Path, catalog: str) -> HostContract:
     path = tmp_path / "roles.toml"
-    path.write_text(CATALOG)
+    path.write_text(catalog)
     host = load_roles(path)[ROLE].host
     assert host is not None
     return host
+
+
+@pytest.fixture
+def contract(tmp_path: Path) -> HostContract:
+    return _contract(tmp_path, CATALOG)
+
+
+@pytest.fixture
+def exclusive(tmp_path: Path) -> HostContract:
+    return _contract(tmp_path, EXCLUSIVE)
 
 
 def recorded(name: str) -> dict:
@@ -76,6 +89,11 @@ def test_contract_from_roles_toml(contract):
     (config,) = contract.files
     assert (config.path, config.mode, config.owner) == (CONFIG, "0640", "consul")  # "640" normalised
     assert config.contains == ["server = true", "retry_join"]
+    assert contract.ports_exclusive is False  # the default: other ports may listen
+
+
+def test_exclusive_ports_from_roles_toml(exclusive):
+    assert exclusive.ports == [22, 8300, 8301, 8500] and exclusive.ports_exclusive is True
 
 
 def test_role_without_host_table_has_no_contract(tmp_path):
@@ -110,6 +128,15 @@ BASE = '[roles.consul]\nkinds = ["ops-center"]\nplaybook = "c.yml"\ntier = "priv
      "[[roles.consul.host.files]] entry 1 lacks path; add it (absolute path of the file"),
     ('[[roles.consul.host.files]]\npath = "/a"\ncontains = "retry_join"\n',
      "[[roles.consul.host.files]] entry 1 contains must be a list of non-empty strings"),
+    ('[roles.consul.host]\nports_exclusive = true\n',
+     "[roles.consul.host] ports_exclusive = true needs ports: list every TCP port the role listens on beyond "
+     "loopback, e.g. ports = [22, 8500], or remove ports_exclusive"),
+    ('[roles.consul.host]\nports_exclusive = true\nports = []\n',
+     "[roles.consul.host] ports_exclusive = true needs ports: "),
+    ('[roles.consul.host]\nports_exclusive = "yes"\nports = [22]\n',
+     "[roles.consul.host] ports_exclusive = 'yes': input should be a valid boolean"),
+    ('[roles.consul.host]\nports_exclusive = true\nports = [0]\n',  # the bad list is the problem, not exclusivity
+     "[roles.consul.host] ports must be a list of port numbers 1-65535, e.g. ports = [8500]; got [0]"),
 ])
 def test_bad_contract_is_one_line_naming_file_key_and_fix(tmp_path, toml, message):
     path = tmp_path / "roles.toml"
@@ -136,7 +163,7 @@ def test_readme_example_contract_loads(tmp_path):
     path = tmp_path / "roles.toml"
     path.write_text(example)
     (role,) = load_roles(path).values()
-    assert role.host is not None and role.host.files and role.host.packages
+    assert role.host is not None and role.host.files and role.host.packages and role.host.ports_exclusive
 
 
 # --------------------------------------------------------------------------- the check, on recorded facts
@@ -149,10 +176,69 @@ def test_healthy_host_passes(contract):
     assert_no_host_findings(GROUP, IID, ROLE, contract, facts)
 
 
-def test_extra_listening_port_is_no_finding(contract):
-    """The contract names ports that must listen; it forbids none (security groups do that)."""
-    assert 2375 in recorded("port_extra")["listening"]
+def test_extra_listening_port_is_no_finding_without_ports_exclusive(contract):
+    """Without ports_exclusive the contract names ports that must listen and forbids none."""
+    assert recorded("port_extra")["listening"]["2375"] == ["0.0.0.0"]
     assert find_host_findings(GROUP, IID, ROLE, contract, recorded("port_extra")) == []
+
+
+def test_healthy_host_passes_with_ports_exclusive(exclusive):
+    """Its loopback-only listener (25 on 127.0.0.1 and ::1) is not unexpected."""
+    facts = recorded("healthy")
+    assert facts["listening"]["25"] == ["127.0.0.1", "::1"] and 25 not in exclusive.ports
+    assert find_host_findings(GROUP, IID, ROLE, exclusive, facts) == []
+
+
+def test_port_opened_on_a_host_fails_with_ports_exclusive(exclusive):
+    """The chaos fault "a port opened on a host": 2375 (a Docker API) on 0.0.0.0, named by no role port."""
+    (finding,) = find_host_findings(GROUP, IID, ROLE, exclusive, recorded("port_extra"))
+    assert finding.id == f"{CHECK}:{GROUP}:{IID}:port-unexpected:2375"
+    assert finding.expected == "only TCP ports [22, 8300, 8301, 8500] listening beyond loopback"
+    assert finding.found == "2375 listening on 0.0.0.0"
+    assert finding.detail == {"role": ROLE, "host": "ssh://admin@10.21.1.10", "kind": "port-unexpected:2375",
+                              "port": 2375, "addresses": ["0.0.0.0"]}
+    with pytest.raises(pytest.fail.Exception, match="2375 listening on 0.0.0.0"):
+        assert_no_host_findings(GROUP, IID, ROLE, exclusive, recorded("port_extra"))
+
+
+@pytest.mark.parametrize("addresses, found", [
+    (["127.0.0.1"], None),
+    (["127.0.0.1", "::1"], None),
+    (["127.0.0.53%lo"], None),  # systemd-resolved, as ss shows it
+    (["127.1.2.3", "::ffff:127.0.0.1"], None),
+    (["::"], "2375 listening on ::"),
+    (["127.0.0.1", "10.21.1.10"], "2375 listening on 10.21.1.10"),  # only the reachable address is shown
+    (["0.0.0.0", "::"], "2375 listening on 0.0.0.0, ::"),
+    (["*"], "2375 listening on *"),
+    (["fe80::1%eth0"], "2375 listening on fe80::1%eth0"),
+])
+def test_only_listeners_beyond_loopback_are_unexpected(exclusive, addresses, found):
+    facts = recorded("healthy")
+    facts["listening"]["2375"] = addresses
+    findings = find_host_findings(GROUP, IID, ROLE, exclusive, facts)
+    assert [f.found for f in findings] == ([] if found is None else [found])
+
+
+@pytest.mark.parametrize("record", sorted(p.stem for p in DATA.glob("*.json") if p.stem != "port_extra"))
+def test_ports_exclusive_finds_no_unexpected_port_in_the_other_faults(contract, exclusive, record):
+    """Every other recorded fault keeps its findings with ports_exclusive and gains no port-unexpected one.
+
+    (The exclusive contract also requires 22 and 8301, so service_stopped, 8301 down too, adds that port.)
+    """
+    plain = ids(find_host_findings(GROUP, IID, ROLE, contract, recorded(record)))
+    strict = ids(find_host_findings(GROUP, IID, ROLE, exclusive, recorded(record)))
+    assert set(plain) <= set(strict) and not any(":port-unexpected:" in i for i in strict)
+    assert set(strict) - set(plain) == (
+        {f"{CHECK}:{GROUP}:{IID}:port-not-listening:8301"} if record == "service_stopped" else set())
+
+
+@pytest.mark.parametrize("address, loopback", [
+    ("127.0.0.1", True), ("127.255.0.9", True), ("127.0.0.53%lo", True), ("::1", True), ("::ffff:127.0.0.1", True),
+    ("0.0.0.0", False), ("::", False), ("*", False), ("", False), ("10.21.1.10", False), ("fe80::1%eth0", False),
+    ("::ffff:10.0.0.1", False), ("localhost", False),
+])
+def test_is_loopback(address, loopback):
+    assert is_loopback(address) is loopback
 
 
 @pytest.mark.parametrize("record, expected_ids, expected, found", [
@@ -166,7 +252,7 @@ def test_extra_listening_port_is_no_finding(contract):
     ("config_permissions", [f"file-mode/{CONFIG}", f"file-owner/{CONFIG}"], f"{CONFIG} mode 0640", "mode 0666"),
     ("config_missing", [f"file-missing/{CONFIG}"], f"{CONFIG} present", f"{CONFIG} missing"),
     ("port_missing", ["port-not-listening:8300"], "TCP port 8300 listening",
-     "nothing listening on 8300 (listening: 22, 8301, 8500)"),
+     "nothing listening on 8300 (listening: 22, 25, 8301, 8500)"),
     ("user_missing", ["user-missing:consul"], "user consul present", "no user consul"),
 ])
 def test_each_fault_fails_naming_the_instance(contract, record, expected_ids, expected, found):
@@ -227,13 +313,25 @@ def test_facts_that_did_not_look_never_pass(contract, change, lacking):
                                "read them with read_host_facts(url, contract) for this role's contract")
 
 
+def test_exclusive_contract_needs_the_listening_sockets(exclusive):
+    facts = recorded("healthy")
+    facts["listening"] = None
+    assert facts_missing(exclusive, facts) == ["listening ports"]
+    # a contract built past validation, exclusive with no ports, still needs them (and allows no listener)
+    bare = HostContract.model_construct(ports_exclusive=True)
+    assert facts_missing(bare, facts) == ["listening ports"]
+    assert ids(find_host_findings(GROUP, IID, ROLE, bare, recorded("healthy"))) == [
+        f"{CHECK}:{GROUP}:{IID}:port-unexpected:{port}" for port in (22, 8300, 8301, 8500)]
+
+
 def test_missing_file_needs_no_mode_or_content(contract):
     assert facts_missing(contract, recorded("config_missing")) == []
 
 
 def test_host_facts_round_trip():
     facts = HostFacts.from_dict(recorded("healthy"))
-    assert facts.listening == (22, 8300, 8301, 8500)
+    assert facts.listening == {22: ("0.0.0.0", "::"), 25: ("127.0.0.1", "::1"), 8300: ("10.21.1.10",),
+                               8301: ("10.21.1.10",), 8500: ("0.0.0.0",)}
     assert facts.to_dict() == recorded("healthy")
     assert HostFacts.from_dict(json.loads(json.dumps(facts.to_dict()))) == facts
     unread = HostFacts("local://")
@@ -242,6 +340,50 @@ def test_host_facts_round_trip():
         HostFacts.from_dict({"packages": {}})
     with pytest.raises(ValueError, match=r"unknown keys \['port'\]"):
         HostFacts.from_dict({"url": "local://", "port": [22]})
+
+
+@pytest.mark.parametrize("listening, message", [
+    ([22, 8500], r"listening must map each TCP port to the addresses it listens on, .* got \[22, 8500\] "
+                 r"\(a record without addresses: read it again with read_host_facts\)"),
+    ({"ssh": ["0.0.0.0"]}, r"listening 'ssh': \['0.0.0.0'\] is not a TCP port with a non-empty list of addresses"),
+    ({"22": []}, r"listening '22': \[\] is not a TCP port"),
+    ({"22": "0.0.0.0"}, r"listening '22': '0.0.0.0' is not a TCP port"),
+])
+def test_recorded_listening_without_addresses_is_refused(listening, message):
+    with pytest.raises(ValueError, match=r"^host facts of local://: " + message):
+        HostFacts.from_dict({"url": "local://", "listening": listening})
+
+
+def test_listening_from_a_python_dict_with_int_ports():
+    facts = HostFacts.from_dict({"url": "local://", "listening": {8500: ["::", "0.0.0.0", "::"]}})
+    assert facts.listening == {8500: ("0.0.0.0", "::")}
+    assert facts.to_dict()["listening"] == {"8500": ["0.0.0.0", "::"]}
+
+
+@pytest.mark.parametrize("socket_url, parsed", [
+    ("tcp://0.0.0.0:22", ("0.0.0.0", 22)),
+    ("tcp://127.0.0.1:25", ("127.0.0.1", 25)),
+    ("tcp://:::22", ("::", 22)),
+    ("tcp://[::]:22", ("::", 22)),
+    ("tcp://::1:631", ("::1", 631)),
+    ("tcp://[::1]:631", ("::1", 631)),
+    ("tcp://::ffff:127.0.0.1:8080", ("::ffff:127.0.0.1", 8080)),
+    ("tcp://fe80::1%eth0:22", ("fe80::1%eth0", 22)),
+    ("tcp://127.0.0.53%lo:53", ("127.0.0.53%lo", 53)),
+    ("tcp://10.21.1.10:8300", ("10.21.1.10", 8300)),
+    ("udp://0.0.0.0:53", None),
+    ("udp://:::53", None),
+    ("unix:///run/systemd/private", None),
+    ("unix:///tmp/odd:name.sock", None),
+])
+def test_parse_tcp_socket(socket_url, parsed):
+    assert parse_tcp_socket(socket_url) == parsed
+
+
+@pytest.mark.parametrize("socket_url", ["tcp://22", "tcp://0.0.0.0:ssh", "tcp://:22", "tcp://0.0.0.0:", "tcp://[::]:0"])
+def test_unparseable_tcp_socket_is_an_error(socket_url):
+    with pytest.raises(ValueError, match=re.escape(f"cannot parse listening socket {socket_url!r}")):
+        parse_tcp_socket(socket_url)
 
 
 # --------------------------------------------------------------------------- reading a real host
@@ -273,7 +415,7 @@ def test_read_host_facts_on_this_machine(listening_port):
     })
     facts = read_host_facts("local://", contract)
     assert facts.packages == {"bash": bash, "no-such-package-here": None}
-    assert port in facts.listening and free not in facts.listening
+    assert facts.listening[port] == ("127.0.0.1",) and free not in facts.listening
     assert facts.files["/etc/passwd"]["mode"] == "0644" and facts.files["/etc/passwd"]["owner"] == "root"
     assert facts.files["/no/such/file"] == {"exists": False, "mode": None, "owner": None, "content": None}
     assert facts.users == {"root": True, "no-such-user-here": False}
@@ -283,6 +425,25 @@ def test_read_host_facts_on_this_machine(listening_port):
                              "hosts:local:localhost:package-missing/no-such-package-here",
                              f"hosts:local:localhost:port-not-listening:{free}",
                              "hosts:local:localhost:user-missing:no-such-user-here"]
+
+
+@pytest.mark.skipif(not (shutil.which("ss") or shutil.which("netstat")), reason="no ss or netstat on this machine")
+def test_read_listening_addresses_on_this_machine(listening_port):
+    """A real read with ports_exclusive: the test's 127.0.0.1 listener is not unexpected, its 0.0.0.0 one is."""
+    loopback, _ = listening_port
+    with socket.socket() as wildcard:
+        wildcard.bind(("0.0.0.0", 0))
+        wildcard.listen()
+        exposed = wildcard.getsockname()[1]
+        contract = HostContract.model_validate({"ports": [loopback], "ports_exclusive": True})
+        facts = read_host_facts("local://", contract)
+    assert facts.listening[loopback] == ("127.0.0.1",) and facts.listening[exposed] == ("0.0.0.0",)
+    findings = {f.detail["kind"]: f for f in find_host_findings("local", "localhost", "test", contract, facts)}
+    assert f"port-unexpected:{exposed}" in findings and f"port-unexpected:{loopback}" not in findings
+    assert findings[f"port-unexpected:{exposed}"].found == f"{exposed} listening on 0.0.0.0"
+    assert findings[f"port-unexpected:{exposed}"].expected == f"only TCP ports [{loopback}] listening beyond loopback"
+    # whatever else listens on this machine: only its listeners beyond loopback are findings
+    assert all(any(not is_loopback(a) for a in facts.listening[f.detail["port"]]) for f in findings.values())
 
 
 @pytest.mark.skipif(not Path("/run/systemd/system").is_dir(),

@@ -272,6 +272,8 @@ class HostContract(_Model):
         default_factory=dict, description=f'package name = exact version, or "{VERSION_ANY}" for any version')
     services: list[str] = Field(default_factory=list, description="services that must be enabled and running")
     ports: list[int] = Field(default_factory=list, description="TCP ports that must be listening (on any address)")
+    ports_exclusive: bool = Field(
+        False, description="true: no TCP port other than ports may listen beyond loopback (default: others may)")
     files: list[HostFile] = Field(default_factory=list, description="[[roles.NAME.host.files]]: files it must hold")
     users: list[str] = Field(default_factory=list, description="users that must exist")
 
@@ -302,10 +304,18 @@ class HostContract(_Model):
             raise ValueError(f"ports must be a list of port numbers 1-65535, e.g. ports = [8500]; got {value!r}")
         return list(value)
 
+    @field_validator("ports_exclusive")
+    @classmethod
+    def _ports_exclusive(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and "ports" in info.data and not info.data["ports"]:  # a bad ports list has its own error
+            raise ValueError("ports_exclusive = true needs ports: list every TCP port the role listens on beyond "
+                             "loopback, e.g. ports = [22, 8500], or remove ports_exclusive")
+        return value
+
     @property
     def empty(self) -> bool:
         """True when the contract names nothing to check."""
-        return not (self.packages or self.services or self.ports or self.files or self.users)
+        return not (self.packages or self.services or self.ports or self.ports_exclusive or self.files or self.users)
 
 
 class RoleConfig(_Model):

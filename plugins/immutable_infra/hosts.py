@@ -2,7 +2,7 @@
 
 - :func:`read_host_facts` reads, in one pass, exactly what a role's
   ``[roles.NAME.host]`` contract names (packages, services, listening TCP
-  ports, files, users) into :class:`HostFacts`, plain data that
+  ports and their addresses, files, users) into :class:`HostFacts`, plain data that
   ``checks/hosts.py`` judges and that records to JSON. A host that cannot be
   reached or read raises :class:`HostUnreachable` (a tool error, never a
   finding).
@@ -107,8 +107,11 @@ class HostFacts:
       installed (the version is testinfra's: dpkg's full version; rpm's
       VERSION without RELEASE).
     - ``services``: name -> ``{"enabled": bool, "running": bool}``.
-    - ``listening``: every TCP port listening on any address, sorted; ``None``
-      when the ports were not read (the contract named none).
+    - ``listening``: every TCP port listening, on any address -> the
+      addresses it listens on, as the host reports them (``"0.0.0.0"``,
+      ``"::"``, ``"10.21.1.10"``, ``"127.0.0.53%lo"``), sorted; ``None`` when
+      the sockets were not read (the contract names no ports). JSON object
+      keys are strings, so :meth:`to_dict` writes ``{"22": ["0.0.0.0", "::"]}``.
     - ``files``: path -> ``{"exists", "mode" ("0644"), "owner", "content"}``;
       ``content`` is read only when the contract asks for substrings.
     - ``users``: name -> exists.
@@ -121,7 +124,7 @@ class HostFacts:
     url: str
     packages: dict[str, str | None] = field(default_factory=dict)
     services: dict[str, dict[str, bool]] = field(default_factory=dict)
-    listening: tuple[int, ...] | None = None
+    listening: dict[int, tuple[str, ...]] | None = None
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     users: dict[str, bool] = field(default_factory=dict)
 
@@ -130,7 +133,8 @@ class HostFacts:
             "url": self.url,
             "packages": dict(self.packages),
             "services": {name: dict(state) for name, state in self.services.items()},
-            "listening": None if self.listening is None else list(self.listening),
+            "listening": None if self.listening is None else {
+                str(port): list(addresses) for port, addresses in sorted(self.listening.items())},
             "files": {path: dict(state) for path, state in self.files.items()},
             "users": dict(self.users),
         }
@@ -143,15 +147,32 @@ class HostFacts:
         unknown = sorted(set(data) - {"url", "packages", "services", "listening", "files", "users"})
         if unknown:
             raise ValueError(f"host facts of {data['url']}: unknown keys {unknown}")
-        listening = data.get("listening")
         return cls(
             url=data["url"],
             packages=dict(data.get("packages") or {}),
             services={name: dict(state) for name, state in (data.get("services") or {}).items()},
-            listening=None if listening is None else tuple(sorted({int(p) for p in listening})),
+            listening=_listening_from(data["url"], data.get("listening")),
             files={path: dict(state) for path, state in (data.get("files") or {}).items()},
             users=dict(data.get("users") or {}),
         )
+
+
+def _listening_from(url: str, value: Any) -> dict[int, tuple[str, ...]] | None:
+    """``{"22": ["0.0.0.0", "::"]}`` (recorded JSON) -> ``{22: ("0.0.0.0", "::")}``; bare ports are a ValueError."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"host facts of {url}: listening must map each TCP port to the addresses it listens on, "
+                         f"e.g. {{\"22\": [\"0.0.0.0\", \"::\"]}}; got {value!r:.80} (a record without addresses: "
+                         "read it again with read_host_facts)")
+    listening: dict[int, tuple[str, ...]] = {}
+    for port, addresses in value.items():
+        if (not str(port).isdigit() or not isinstance(addresses, (list, tuple)) or not addresses
+                or not all(isinstance(a, str) for a in addresses)):
+            raise ValueError(f"host facts of {url}: listening {port!r}: {addresses!r:.80} is not a TCP port "
+                             "with a non-empty list of addresses")
+        listening[int(port)] = tuple(sorted(set(addresses)))
+    return dict(sorted(listening.items()))
 
 
 @contextmanager
@@ -173,11 +194,23 @@ def _cause(exc: BaseException) -> str:
     return " ".join(text.split())[-500:] or type(exc).__name__
 
 
-def _tcp_port(socket_url: str) -> int | None:
-    """``tcp://0.0.0.0:22`` or ``tcp://:::22`` -> 22; anything not TCP -> None."""
+def parse_tcp_socket(socket_url: str) -> tuple[str, int] | None:
+    """One of testinfra's ``get_listening_sockets()`` strings -> (address, port) for TCP; None for anything else.
+
+    ``tcp://0.0.0.0:22`` -> ("0.0.0.0", 22); ``tcp://:::22`` and
+    ``tcp://[::]:22`` -> ("::", 22); ``tcp://127.0.0.53%lo:53`` ->
+    ("127.0.0.53%lo", 53) (the interface scope kept); ``udp://...`` and
+    ``unix://...`` -> None. A TCP string without an address or a numeric port
+    is a ValueError: a socket the check cannot place must not be skipped.
+    """
     if not socket_url.startswith("tcp://"):
         return None
-    return int(socket_url.rsplit(":", 1)[1])
+    address, sep, port = socket_url[len("tcp://"):].rpartition(":")
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    if not sep or not address or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"cannot parse listening socket {socket_url!r}: expected tcp://ADDRESS:PORT")
+    return address, int(port)
 
 
 def read_host_facts(host_url: str, contract: HostContract, **testinfra_kwargs: Any) -> HostFacts:
@@ -209,11 +242,14 @@ def read_host_facts(host_url: str, contract: HostContract, **testinfra_kwargs: A
         with _reading(host_url, f"read service {name}"):
             service = host.service(name)
             services[name] = {"enabled": bool(service.is_enabled), "running": bool(service.is_running)}
-    listening: tuple[int, ...] | None = None
-    if contract.ports:
+    listening: dict[int, tuple[str, ...]] | None = None
+    if contract.ports or contract.ports_exclusive:
         with _reading(host_url, "read the listening sockets"):
-            ports = {_tcp_port(s) for s in host.socket.get_listening_sockets()}
-        listening = tuple(sorted(p for p in ports if p is not None))
+            found: dict[int, set[str]] = {}
+            for parsed in map(parse_tcp_socket, host.socket.get_listening_sockets()):
+                if parsed is not None:
+                    found.setdefault(parsed[1], set()).add(parsed[0])
+        listening = {port: tuple(sorted(found[port])) for port in sorted(found)}
     files: dict[str, dict[str, Any]] = {}
     for wanted in contract.files:
         with _reading(host_url, f"read file {wanted.path}"):

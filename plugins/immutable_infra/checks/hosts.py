@@ -9,6 +9,9 @@ talks to a host. One finding per difference:
   (``"*"`` accepts any version);
 - a service not enabled, or not running;
 - a TCP port not listening (on any address);
+- with ``ports_exclusive``, a TCP port listening beyond loopback (on a
+  wildcard or any address outside 127.0.0.0/8 and ::1) that ``ports`` does
+  not name;
 - a file missing, or with another mode or owner, or lacking a substring;
 - a user missing.
 
@@ -19,6 +22,7 @@ not read (:func:`facts_missing` lists it).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,13 +42,28 @@ def _facts(facts: HostFacts | Mapping[str, Any]) -> HostFacts:
     return facts if isinstance(facts, HostFacts) else HostFacts.from_dict(facts)
 
 
+def is_loopback(address: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped ::ffff:127.x (an interface scope ``%lo`` ignored).
+
+    Wildcards (``0.0.0.0``, ``::``, ``*``), other addresses and anything that
+    does not parse are not loopback: reachable, as far as the check knows.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def facts_missing(contract: HostContract, facts: HostFacts | Mapping[str, Any]) -> list[str]:
     """What ``contract`` names and ``facts`` did not read, as words (``package nginx``, ``listening ports``); [] when covered."""
     f = _facts(facts)
     missing = [f"package {name}" for name in contract.packages if name not in f.packages]
     missing += [f"service {name}" for name in contract.services
                 if not {"enabled", "running"} <= set(f.services.get(name) or ())]
-    if contract.ports and f.listening is None:
+    if (contract.ports or contract.ports_exclusive) and f.listening is None:
         missing.append("listening ports")
     for wanted in contract.files:
         state = f.files.get(wanted.path)
@@ -71,7 +90,8 @@ def find_host_findings(
     ``package-missing`` / ``package-version`` (+ ``package``),
     ``file-missing`` / ``file-mode`` / ``file-owner`` / ``file-content``
     (+ ``path``), ``service-not-enabled:NAME``, ``service-not-running:NAME``,
-    ``port-not-listening:PORT``, ``user-missing:NAME``.
+    ``port-not-listening:PORT``, ``port-unexpected:PORT`` (``ports_exclusive``
+    only), ``user-missing:NAME``.
 
     Raises :class:`HostNotChecked` when ``facts`` lack something the
     contract names.
@@ -101,12 +121,20 @@ def find_host_findings(
             finding(f"service {name} enabled", f"{name} not enabled", kind=f"service-not-enabled:{name}", service=name)
         if not state["running"]:
             finding(f"service {name} running", f"{name} not running", kind=f"service-not-running:{name}", service=name)
-    listening = set(f.listening or ())
+    listening = f.listening or {}
     for port in contract.ports:
         if port not in listening:
             shown = ", ".join(map(str, sorted(listening))) or "none"
             finding(f"TCP port {port} listening", f"nothing listening on {port} (listening: {shown})",
                     kind=f"port-not-listening:{port}", port=port)
+    if contract.ports_exclusive:
+        allowed = sorted(set(contract.ports))
+        for port, addresses in sorted(listening.items()):
+            reachable = [a for a in addresses if not is_loopback(a)]
+            if port not in allowed and reachable:
+                finding(f"only TCP ports {allowed} listening beyond loopback",
+                        f"{port} listening on {', '.join(reachable)}", kind=f"port-unexpected:{port}", port=port,
+                        addresses=reachable)
     for wanted in contract.files:
         state = f.files[wanted.path]
         if not state["exists"]:
