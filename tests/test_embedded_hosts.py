@@ -1,0 +1,140 @@
+"""Embedded hosts: real Debian hosts under systemd-nspawn, configured by Ansible, checked with testinfra.
+
+The integration test needs root, systemd-nspawn, debootstrap and ip
+(``tools/install-host-runtime``) and skips with the reason otherwise. The
+first run on a machine builds the host image with debootstrap (about two to
+three minutes, cached in ``<cache>/hosts/``); after that it takes well under
+a minute.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from immutable_infra import embedded_hosts
+from immutable_infra.embedded_hosts import (
+    EmbeddedHostError,
+    HostHandle,
+    SessionKey,
+    apply_playbook,
+    build_rootfs,
+    leftovers,
+    runtime_available,
+    start_host,
+)
+
+PLAYBOOK = Path(__file__).parent / "data" / "embedded_hosts" / "web.yml"
+
+
+def test_runtime_available_names_a_missing_binary(monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(embedded_hosts.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None if name == "debootstrap" else real_which(name, *a, **kw) or "/usr/bin/" + name)
+    reason = runtime_available()
+    assert reason is not None
+    assert "debootstrap" in reason and "tools/install-host-runtime" in reason
+    assert "systemd-nspawn" not in reason
+
+
+def test_runtime_available_needs_root(monkeypatch):
+    monkeypatch.setattr(embedded_hosts.os, "geteuid", lambda: 1000)
+    reason = runtime_available()
+    assert reason is not None and "root" in reason
+
+
+def test_stop_of_a_host_that_never_started_is_a_no_op_twice(tmp_path):
+    key = SessionKey(tmp_path / "k", tmp_path / "k.pub", tmp_path / "ssh_config")
+    handle = HostHandle("web-0", "10.21.1.23", "169.254.64.2", "iih-00000000", tmp_path / "iih-00000000",
+                        tmp_path / "console.log", key)
+    handle.stop()
+    handle.stop()
+    assert "10.21.1.23" not in handle.url and "169.254.64.2" in handle.url
+
+
+def test_unknown_template_is_one_line_naming_the_known_ones(tmp_path):
+    with pytest.raises(EmbeddedHostError, match=r"unknown host template 'nope'; known: debian12-base"):
+        build_rootfs("nope", tmp_path)
+
+
+def test_start_host_refuses_a_directory_that_is_no_rootfs(tmp_path):
+    if runtime_available():
+        pytest.skip(runtime_available())
+    with pytest.raises(EmbeddedHostError, match=r"host web-0: .* is not a root filesystem"):
+        start_host("web-0", "10.21.1.23", tmp_path / "empty", tmp_path / "run")
+    assert not [item for item in leftovers() if str(tmp_path) in item]
+
+
+@pytest.fixture(scope="module")
+def rootfs() -> Path:
+    """The cached host image (built once per machine: this is the slow part of the first run)."""
+    reason = runtime_available()
+    if reason:
+        pytest.skip(reason)
+    started = time.monotonic()
+    path = build_rootfs("debian12-base")
+    print(f"host image {path} ready in {time.monotonic() - started:.1f} s")
+    return path
+
+
+def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_path, record_property):
+    """Two hosts in different /24s: up, own private IP, playbook visible through testinfra; then nothing left."""
+    testinfra = pytest.importorskip("testinfra")
+    before = leftovers()
+    hosts: list[HostHandle] = []
+    try:
+        started = time.monotonic()
+        web = start_host("web-0", "10.21.1.23", rootfs, tmp_path)
+        hosts.append(web)
+        app = start_host("app-0", "10.21.2.40", rootfs, tmp_path)
+        hosts.append(app)
+        record_property("boot_seconds", round(max(web.boot_seconds, app.boot_seconds), 2))
+        print(f"two hosts up in {time.monotonic() - started:.1f} s "
+              f"(web {web.boot_seconds:.1f} s, app {app.boot_seconds:.1f} s)")
+
+        # a start failure is one line naming the host and the console log, and undoes itself
+        with pytest.raises(EmbeddedHostError, match=r"host slow-0: .* \(console log: .*console\.log\)"):
+            start_host("slow-0", "10.21.3.5", rootfs, tmp_path, boot_timeout=0.05)
+
+        for handle in hosts:
+            host = testinfra.get_host(handle.url)
+            assert host.run("systemctl is-system-running --wait").stdout.strip() in ("running", "degraded")
+            assert host.file("/etc/immutable-infra-host").contains(f"private_ip={handle.private_ip}")
+            assert handle.private_ip in [str(a) for a in host.interface("eth0").addresses]
+            assert host.service("ssh").is_running
+            assert not host.service("nginx").is_running  # baked, disabled: the role turns it on
+
+        run = apply_playbook(web, PLAYBOOK, {"greeting": "hello from web-0", "port": 8080}, role="web")
+        record_property("playbook_seconds", round(run.elapsed, 2))
+        print(f"playbook {PLAYBOOK.name} on web-0 in {run.elapsed:.1f} s: {run.recap}")
+        assert run.recap.get("failed") == 0 and run.recap.get("changed", 0) >= 3, run.log.read_text()[-2000:]
+
+        host = testinfra.get_host(web.url)
+        role_file = host.file("/etc/immutable-infra-role")
+        assert role_file.mode == 0o640 and role_file.user == "root"
+        assert role_file.content_string == "web 10.21.1.23\n"
+        nginx = host.service("nginx")
+        assert nginx.is_running and nginx.is_enabled
+        assert host.socket("tcp://0.0.0.0:8080").is_listening
+        assert host.run("curl -fsS http://10.21.1.23:8080/").stdout == "hello from web-0\n"
+
+        # the same playbook again changes nothing: the host converged, offline
+        again = apply_playbook(web, PLAYBOOK, {"greeting": "hello from web-0", "port": 8080}, role="web")
+        assert again.recap.get("changed") == 0, again.log.read_text()[-2000:]
+
+        # each host has its own overlay: the other one saw none of it
+        other = testinfra.get_host(app.url)
+        assert not other.file("/etc/immutable-infra-role").exists
+        assert not other.service("nginx").is_running
+        assert not (rootfs / "etc" / "immutable-infra-role").exists()
+    finally:
+        for handle in hosts:
+            handle.stop()
+    for handle in hosts:
+        handle.stop()  # idempotent
+    assert leftovers() == before == []
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("iih-") == 0
