@@ -105,6 +105,7 @@ def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_p
             assert host.run("systemctl is-system-running --wait").stdout.strip() in ("running", "degraded")
             assert host.file("/etc/immutable-infra-host").contains(f"private_ip={handle.private_ip}")
             assert handle.private_ip in [str(a) for a in host.interface("eth0").addresses]
+            assert host.check_output("hostname") == handle.name
             assert host.service("ssh").is_running
             assert not host.service("nginx").is_running  # baked, disabled: the role turns it on
 
@@ -136,5 +137,6 @@ def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_p
             handle.stop()
     for handle in hosts:
         handle.stop()  # idempotent
+        assert handle.nspawn_lock is not None and not handle.nspawn_lock.exists()
     assert leftovers() == before == []
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("iih-") == 0

@@ -50,6 +50,10 @@ PREFIX = "iih-"
 #: Where the link-address slots are claimed (one directory per /30 in use).
 SLOTS_DIR = Path("/run/immutable-infra/host-slots")
 NETNS_DIR = Path("/run/netns")
+#: nspawn's per-machine mount propagation directory (named after --machine, so ``iih-...`` too).
+NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
+#: nspawn's image locks, one empty file per directory booted; removed by stop() (nspawn leaves them).
+NSPAWN_LOCKS = Path("/run/systemd/nspawn/locks")
 #: The Debian suite the hosts run and where debootstrap fetches it (the machine's own mirror).
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -276,6 +280,8 @@ class HostHandle:
     key: SessionKey
     process: subprocess.Popen | None = None
     _slot: int | None = None
+    #: nspawn's lock file for the merged directory (/run/systemd/nspawn/locks/inode-DEV:INO): nspawn leaves it.
+    nspawn_lock: Path | None = None
     _mounted: bool = False
     boot_seconds: float = 0.0
 
@@ -303,6 +309,9 @@ class HostHandle:
             proc = subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, text=True, timeout=10)
             if proc.returncode != 0 and _netns_exists(self.netns):
                 errors.append(f"`ip netns del {self.netns}`: {proc.stderr.strip()}")
+        if self.nspawn_lock is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.nspawn_lock.unlink()
         if self._mounted or _is_mounted(self.merged):
             proc = subprocess.run(["umount", str(self.merged)], capture_output=True, text=True, timeout=30)
             if proc.returncode != 0 and _is_mounted(self.merged):
@@ -310,6 +319,9 @@ class HostHandle:
                 if proc.returncode != 0:
                     errors.append(f"`umount {self.merged}`: {proc.stderr.strip()}")
             self._mounted = False
+        for leftover in NSPAWN_PROPAGATE.glob(self.netns + "*"):  # nspawn cannot remove it when /run is no tmpfs
+            with contextlib.suppress(OSError):
+                shutil.rmtree(leftover)
         if self._slot is not None:
             shutil.rmtree(SLOTS_DIR / str(self._slot), ignore_errors=True)
             self._slot = None
@@ -347,10 +359,10 @@ def _processes_in(root: Path) -> list[int]:
 
 
 def _stop_nspawn(process: subprocess.Popen, merged: Path) -> None:
-    """Ask systemd in the container to power off; kill what is left after POWEROFF_TIMEOUT."""
-    if process.poll() is None:
+    """Ask systemd in the container to power off (through nspawn); kill what is left after POWEROFF_TIMEOUT."""
+    if process.poll() is None:  # nspawn turns SIGTERM into --kill-signal (SIGRTMIN+4: poweroff) for the container
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGRTMIN + 4)
+            os.kill(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=POWEROFF_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -392,9 +404,10 @@ def start_host(
     try:
         _prepare(handle, rootfs, host_ip)
         started = time.monotonic()
-        machine = re.sub(r"[^A-Za-z0-9-]", "-", name)[:60].strip("-") or netns
+        machine = f"{netns}-{re.sub(r'[^A-Za-z0-9-]', '-', name)}"[:64].strip("-")
         cmd = [
             _which("systemd-nspawn") or "systemd-nspawn", "--boot", "--keep-unit", "--register=no", "--quiet",
+            "--kill-signal=SIGRTMIN+4",
             f"--network-namespace-path={NETNS_DIR / netns}", "-D", str(handle.merged), f"--machine={machine}",
         ]
         (directory / "nspawn.cmd").write_text(" ".join(cmd) + "\n")
@@ -420,10 +433,13 @@ def _prepare(handle: HostHandle, rootfs: Path, host_ip: str) -> None:
           f"lowerdir={rootfs},upperdir={handle.directory / 'upper'},workdir={handle.directory / 'work'}",
           str(handle.merged)], f"{what}: overlay mount")
     handle._mounted = True
+    st = os.stat(handle.merged)
+    handle.nspawn_lock = NSPAWN_LOCKS / f"inode-{st.st_dev}:{st.st_ino}"
     ssh_dir = handle.merged / "root" / ".ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(handle.key.public_key.read_text())
     os.chmod(ssh_dir / "authorized_keys", 0o600)
+    (handle.merged / "etc" / "hostname").write_text(re.sub(r"[^A-Za-z0-9-]", "-", handle.name)[:63] + "\n")
     (handle.merged / "etc" / "immutable-infra-host").write_text(f"name={handle.name}\nprivate_ip={handle.private_ip}\n")
     ns, peer = handle.netns, "iic-" + handle.netns[len(PREFIX):]
     _run(["ip", "netns", "add", ns], f"{what}: network namespace")
@@ -459,7 +475,7 @@ def _wait_for_ssh(handle: HostHandle, timeout: float, command: str) -> None:
             last = proc.stderr.strip().splitlines()[-1:] and proc.stderr.strip().splitlines()[-1]
         time.sleep(0.2)
     raise EmbeddedHostError(
-        f"host {handle.name}: ssh root@{handle.link_ip} did not answer within {timeout:.0f} s"
+        f"host {handle.name}: ssh root@{handle.link_ip} did not answer within {timeout:g} s"
         f"{f' ({last})' if last else ''} (console log: {handle.console_log})"
     )
 
@@ -485,6 +501,8 @@ def leftovers() -> list[str]:
                 found.append(f"process {entry.name} {cmdline[:120]}")
             elif any(part.startswith(PREFIX) for part in Path(root).parts):
                 found.append(f"process {entry.name} (root {root}) {cmdline[:80]}")
+    if NSPAWN_PROPAGATE.is_dir():
+        found += [f"nspawn directory {p}" for p in sorted(NSPAWN_PROPAGATE.iterdir()) if p.name.startswith(PREFIX)]
     if SLOTS_DIR.is_dir():
         found += [f"link-address slot {p.name}" for p in sorted(SLOTS_DIR.iterdir())]
     return found
