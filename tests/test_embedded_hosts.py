@@ -126,6 +126,7 @@ def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_p
         # the same playbook again changes nothing: the host converged, offline
         again = apply_playbook(web, PLAYBOOK, {"greeting": "hello from web-0", "port": 8080}, role="web")
         assert again.recap.get("changed") == 0, again.log.read_text()[-2000:]
+        print(f"again in {again.elapsed:.1f} s: {again.recap}")
 
         # each host has its own overlay: the other one saw none of it
         other = testinfra.get_host(app.url)
