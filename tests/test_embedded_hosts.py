@@ -32,9 +32,11 @@ PLAYBOOK = Path(__file__).parent / "data" / "embedded_hosts" / "web.yml"
 
 
 def test_runtime_available_names_a_missing_binary(monkeypatch):
-    real_which = shutil.which
+    def which(name, *args, **kwargs):
+        return None if name == "debootstrap" else f"/usr/bin/{name}"
+
     monkeypatch.setattr(embedded_hosts.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(shutil, "which", lambda name, *a, **kw: None if name == "debootstrap" else real_which(name, *a, **kw) or "/usr/bin/" + name)
+    monkeypatch.setattr(shutil, "which", which)
     reason = runtime_available()
     assert reason is not None
     assert "debootstrap" in reason and "tools/install-host-runtime" in reason
@@ -124,6 +126,14 @@ def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_p
         assert host.run("curl -fsS http://10.21.1.23:8080/").stdout == "hello from web-0\n"
 
         # the same playbook again changes nothing: the host converged, offline
+        # a failing playbook is one line naming the host, the failed task's message and the log
+        failing = tmp_path / "failing.yml"
+        failing.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                           "    - ansible.builtin.fail:\n        msg: the role cannot run here\n")
+        with pytest.raises(EmbeddedHostError, match=r"^host app-0: ansible-playbook failing\.yml: fatal: .*"
+                                                    r"the role cannot run here.* \(log: .*failing\.log\)$"):
+            apply_playbook(app, failing)
+
         again = apply_playbook(web, PLAYBOOK, {"greeting": "hello from web-0", "port": 8080}, role="web")
         assert again.recap.get("changed") == 0, again.log.read_text()[-2000:]
         print(f"again in {again.elapsed:.1f} s: {again.recap}")
@@ -141,3 +151,35 @@ def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_p
         assert handle.nspawn_lock is not None and not handle.nspawn_lock.exists()
     assert leftovers() == before == []
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("iih-") == 0
+
+
+def test_a_groups_running_instances_become_hosts_configured_by_their_roles(rootfs, tmp_path):
+    """describe_instances in, one host per running instance out, each role's playbook applied to its hosts."""
+    testinfra = pytest.importorskip("testinfra")
+    from immutable_infra.embedded_hosts import embedded_hosts_for_group
+    from immutable_infra.roles import load_roles
+
+    tests = Path(__file__).parent
+    described = {"Reservations": [{"Instances": [
+        {"InstanceId": "i-0web", "PrivateIpAddress": "10.21.1.10", "State": {"Name": "running"},
+         "Tags": [{"Key": "Role", "Value": "web"}]},
+        {"InstanceId": "i-0app", "PrivateIpAddress": "10.21.2.10", "State": {"Name": "running"},
+         "Tags": [{"Key": "Role", "Value": "app"}, {"Key": "Name", "Value": "app-0"}]},
+        {"InstanceId": "i-0old", "PrivateIpAddress": "10.21.2.11", "State": {"Name": "stopped"},
+         "Tags": [{"Key": "Role", "Value": "app"}]},
+        {"InstanceId": "i-0odd", "PrivateIpAddress": "10.21.3.10", "State": {"Name": "running"},
+         "Tags": [{"Key": "Role", "Value": "ghost"}]},
+    ]}]}
+    with embedded_hosts_for_group(described, load_roles(tests / "roles.toml"), tests / "playbooks", tmp_path) as group:
+        assert sorted(group.hosts) == ["i-0app", "i-0odd", "i-0web"]  # the stopped instance has no host
+        assert group.roles == {"i-0web": "web", "i-0app": "app"}
+        assert group.unconfigured == {"i-0odd": "role 'ghost' is not in the roles catalog"}
+        assert {role: run.recap.get("changed") for role, run in group.playbooks.items()} == {"web": 1, "app": 1}
+        for instance_id, expected in (("i-0web", "web\n"), ("i-0app", "app\n")):
+            host = testinfra.get_host(group.hosts[instance_id].url)
+            assert host.file("/etc/immutable-infra-role").content_string == expected
+            assert host.check_output("hostname") == instance_id
+        odd = testinfra.get_host(group.hosts["i-0odd"].url)
+        assert not odd.file("/etc/immutable-infra-role").exists
+        assert "10.21.3.10" in [str(a) for a in odd.interface("eth0").addresses]
+    assert leftovers() == []

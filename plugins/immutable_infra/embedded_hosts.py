@@ -38,7 +38,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -109,7 +111,8 @@ def runtime_available() -> str | None:
     missing = [name for name in ("systemd-nspawn", "debootstrap", "ip", "ssh", "ssh-keygen") if _which(name) is None]
     if missing:
         return f"embedded hosts need {', '.join(missing)}: run tools/install-host-runtime"
-    if not Path("/proc/filesystems").read_text().count("overlay"):
+    modules = Path("/lib/modules") / os.uname().release
+    if "overlay" not in Path("/proc/filesystems").read_text() and not modules.is_dir():
         return "embedded hosts need overlayfs (modprobe overlay)"
     return None
 
@@ -284,6 +287,8 @@ class HostHandle:
     nspawn_lock: Path | None = None
     _mounted: bool = False
     boot_seconds: float = 0.0
+    #: The sandbox instance this host embodies, when it was started for one.
+    instance_id: str | None = None
 
     @property
     def url(self) -> str:
@@ -468,8 +473,12 @@ def _wait_for_ssh(handle: HostHandle, timeout: float, command: str) -> None:
                 f" (console log: {handle.console_log})"
             )
         with contextlib.suppress(OSError), socket.create_connection((handle.link_ip, 22), timeout=1):
-            proc = subprocess.run(handle.ssh_command("true"), capture_output=True, text=True, timeout=15,
-                                  stdin=subprocess.DEVNULL)
+            try:
+                proc = subprocess.run(handle.ssh_command("true"), capture_output=True, text=True, timeout=15,
+                                      stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                last = "ssh true took over 15 s"
+                continue
             if proc.returncode == 0:
                 return
             last = proc.stderr.strip().splitlines()[-1:] and proc.stderr.strip().splitlines()[-1]
@@ -521,32 +530,44 @@ class PlaybookRun:
 
 
 def apply_playbook(
-    handle: HostHandle, playbook_path: Path | str, extra_vars: dict | None = None, *, role: str | None = None,
-    timeout: float = 600.0,
+    hosts: HostHandle | Sequence[HostHandle], playbook_path: Path | str, extra_vars: dict | None = None, *,
+    role: str | None = None, timeout: float = 600.0,
 ) -> PlaybookRun:
-    """Run ``ansible-playbook`` against one embedded host (inventory group = its role); fail with one line.
+    """Run ``ansible-playbook`` against embedded hosts (one inventory group named after the role); fail with one line.
 
-    The host is offline: whatever the playbook installs must be baked into the image
-    (``apt: state=present`` on a baked package is a no-op and works).
+    Each host's inventory line has ``ansible_host`` (its link address), the session key,
+    ``ansible_python_interpreter=/usr/bin/python3`` and the host variables ``private_ip``
+    (and ``instance_id`` when known). The hosts are offline: whatever the playbook
+    installs must be baked into the image (``apt: state=present`` on a baked package is
+    a no-op and works). ``recap`` sums the PLAY RECAP counters of all hosts.
     """
     import json
 
-    playbook_path = Path(playbook_path).resolve()
     from immutable_infra.checks.roles import find_ansible_playbook
 
+    handles = [hosts] if isinstance(hosts, HostHandle) else list(hosts)
+    if not handles:
+        raise EmbeddedHostError(f"ansible-playbook {Path(playbook_path).name}: no hosts given")
+    names = ", ".join(h.name for h in handles)
+    playbook_path = Path(playbook_path).resolve()
+    if not playbook_path.is_file():
+        raise EmbeddedHostError(f"host {names}: playbook {playbook_path} not found")
     exe = find_ansible_playbook()
     if exe is None:
-        raise EmbeddedHostError(f"host {handle.name}: ansible-playbook not found: pip install 'ansible-core>=2.15'")
-    work = handle.directory.parent / f"ansible-{handle.netns}"
-    work.mkdir(parents=True, exist_ok=True)
+        raise EmbeddedHostError(f"host {names}: ansible-playbook not found: pip install 'ansible-core>=2.15'")
     group = re.sub(r"[^A-Za-z0-9_]", "_", role or "embedded")
+    work = handles[0].directory.parent / f"ansible-{group}-{handles[0].netns}"
+    work.mkdir(parents=True, exist_ok=True)
+    lines = [f"[{group}]"]
+    for h in handles:
+        host_vars = f" instance_id={h.instance_id}" if h.instance_id else ""
+        lines.append(
+            f"{re.sub(r'[^A-Za-z0-9_.-]', '-', h.name)} ansible_host={h.link_ip} ansible_user=root "
+            f"ansible_ssh_private_key_file={h.key.private_key} ansible_ssh_common_args='-F {h.key.ssh_config}' "
+            f"ansible_python_interpreter=/usr/bin/python3 private_ip={h.private_ip}{host_vars}"
+        )
     inventory = work / "inventory.ini"
-    inventory.write_text(
-        f"[{group}]\n{re.sub(r'[^A-Za-z0-9_.-]', '-', handle.name)} ansible_host={handle.link_ip} "
-        f"ansible_user=root ansible_ssh_private_key_file={handle.key.private_key} "
-        f"ansible_ssh_common_args='-F {handle.key.ssh_config}' ansible_python_interpreter=/usr/bin/python3 "
-        f"private_ip={handle.private_ip}\n"
-    )
+    inventory.write_text("\n".join(lines) + "\n")
     config = work / "ansible.cfg"  # ours, empty: an ansible.cfg in the working directory is not read
     config.write_text("[defaults]\n")
     log = work / f"{playbook_path.stem}.log"
@@ -571,15 +592,103 @@ def apply_playbook(
                                 env=env, timeout=timeout).returncode
     except subprocess.TimeoutExpired:
         raise EmbeddedHostError(
-            f"host {handle.name}: ansible-playbook {playbook_path.name} timed out after {timeout:.0f} s (log: {log})"
+            f"host {names}: ansible-playbook {playbook_path.name} timed out after {timeout:.0f} s (log: {log})"
         ) from None
     elapsed = time.monotonic() - started
     text = log.read_text(errors="replace")
-    match = re.search(r"^\S+\s*:\s*(ok=\d+.*)$", text.split("PLAY RECAP")[-1], re.M) if "PLAY RECAP" in text else None
-    recap = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))} if match else {}
+    recap: dict[str, int] = {}
+    if "PLAY RECAP" in text:
+        for line in re.findall(r"^\S+\s*:\s*(ok=\d+.*)$", text.split("PLAY RECAP")[-1], re.M):
+            for k, v in re.findall(r"(\w+)=(\d+)", line):
+                recap[k] = recap.get(k, 0) + int(v)
     if rc != 0:
         failed = re.findall(r"^(?:fatal: |\[?ERROR).*$", text, re.M)
         detail = failed[-1][:300] if failed else f"exit {rc}"
-        raise EmbeddedHostError(f"host {handle.name}: ansible-playbook {playbook_path.name}: {detail} (log: {log})")
+        raise EmbeddedHostError(f"host {names}: ansible-playbook {playbook_path.name}: {detail} (log: {log})")
     return PlaybookRun(elapsed, recap, log)
 
+
+# -- a group's instances ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class GroupHosts:
+    """The embedded hosts of a group's running instances, each configured by its role's playbook.
+
+    ``hosts``: instance id -> host; ``playbooks``: role -> the run that configured its hosts;
+    ``unconfigured``: instance id -> why no playbook was applied (no Role tag, a role the
+    catalog does not know: the roles check reports those as findings). ``stop()`` stops all.
+    """
+
+    hosts: dict[str, HostHandle] = dataclasses.field(default_factory=dict)
+    roles: dict[str, str] = dataclasses.field(default_factory=dict)
+    playbooks: dict[str, PlaybookRun] = dataclasses.field(default_factory=dict)
+    unconfigured: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def stop(self) -> None:
+        errors = []
+        for handle in self.hosts.values():
+            try:
+                handle.stop()
+            except EmbeddedHostError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise EmbeddedHostError("; ".join(errors))
+
+    def __enter__(self) -> GroupHosts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def running_instances(described: Mapping | Iterable[Mapping]) -> list[dict]:
+    """Running instances from a describe_instances response (or its instances), in launch order."""
+    if isinstance(described, Mapping):
+        instances = [i for r in described.get("Reservations", []) for i in r.get("Instances", [])]
+    else:
+        instances = list(described)
+    return [dict(i) for i in instances if i.get("State", {}).get("Name", "running") == "running"]
+
+
+def embedded_hosts_for_group(
+    described: Mapping | Iterable[Mapping], roles: Mapping[str, Any], playbooks_dir: Path | str,
+    run_dir: Path | str, *, template: str = "debian12-base", cache_dir: Path | str | None = None,
+    extra_vars: dict | None = None,
+) -> GroupHosts:
+    """One embedded host per running instance (its private IP, named by its instance id), each role's playbook
+    applied to its hosts in one ansible-playbook run.
+
+    ``described``: describe_instances' response (or its instances: InstanceId,
+    PrivateIpAddress, Tags, State); ``roles``: the roles catalog
+    (``immutable_infra.roles.load_roles``; each role's ``playbook`` is found in
+    ``playbooks_dir``). On any error the hosts started so far are stopped before it is raised.
+    """
+    rootfs = build_rootfs(template, cache_dir)
+    group = GroupHosts()
+    try:
+        for instance in running_instances(described):
+            instance_id = instance.get("InstanceId", "?")
+            ip = instance.get("PrivateIpAddress")
+            if not ip:
+                raise EmbeddedHostError(f"instance {instance_id}: no PrivateIpAddress in describe_instances")
+            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", []) or []}
+            handle = start_host(instance_id, ip, rootfs, run_dir)
+            handle.instance_id = instance_id
+            group.hosts[instance_id] = handle
+            role = tags.get("Role")
+            if role is None:
+                group.unconfigured[instance_id] = "no Role tag"
+            elif role not in roles:
+                group.unconfigured[instance_id] = f"role {role!r} is not in the roles catalog"
+            else:
+                group.roles[instance_id] = role
+        for role in sorted(set(group.roles.values())):
+            handles = [group.hosts[i] for i, r in group.roles.items() if r == role]
+            playbook = Path(playbooks_dir) / roles[role].playbook
+            group.playbooks[role] = apply_playbook(handles, playbook, extra_vars, role=role)
+    except BaseException:
+        with contextlib.suppress(EmbeddedHostError):
+            group.stop()
+        raise
+    return group
