@@ -153,33 +153,55 @@ def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_p
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("iih-") == 0
 
 
+def _group_in_the_sandbox(server) -> dict:
+    """A small group's instances in the project's moto (127.0.0.1): web and app in two /24s, one stopped, one odd."""
+    import boto3
+
+    from immutable_infra.sandbox import SANDBOX_CREDENTIALS
+
+    ec2 = boto3.client("ec2", region_name="ap-southeast-1", endpoint_url=server.url,
+                       aws_access_key_id=SANDBOX_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=SANDBOX_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    vpc = ec2.create_vpc(CidrBlock="10.21.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.21.{n}.0/24")["Subnet"]["SubnetId"] for n in (1, 2, 3)]
+    ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+
+    def launch(subnet: str, role: str) -> str:
+        tags = [{"ResourceType": "instance", "Tags": [{"Key": "Role", "Value": role}]}]
+        return ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t3.micro", SubnetId=subnet,
+                                 TagSpecifications=tags)["Instances"][0]["InstanceId"]
+
+    ids = {"web": launch(subnets[0], "web"), "app": launch(subnets[1], "app"),
+           "old": launch(subnets[1], "app"), "odd": launch(subnets[2], "ghost")}
+    ec2.stop_instances(InstanceIds=[ids["old"]])
+    return {"ids": ids, "described": ec2.describe_instances(Filters=[{"Name": "vpc-id", "Values": [vpc]}])}
+
+
 def test_a_groups_running_instances_become_hosts_configured_by_their_roles(rootfs, tmp_path):
-    """describe_instances in, one host per running instance out, each role's playbook applied to its hosts."""
+    """describe_instances from the sandbox in, one host per running instance out, each role's playbook applied."""
     testinfra = pytest.importorskip("testinfra")
-    from immutable_infra.embedded_hosts import embedded_hosts_for_group
+    from immutable_infra.embedded_hosts import embedded_hosts_for_group, running_instances
     from immutable_infra.roles import load_roles
+    from immutable_infra.sandbox import MotoServer
 
     tests = Path(__file__).parent
-    described = {"Reservations": [{"Instances": [
-        {"InstanceId": "i-0web", "PrivateIpAddress": "10.21.1.10", "State": {"Name": "running"},
-         "Tags": [{"Key": "Role", "Value": "web"}]},
-        {"InstanceId": "i-0app", "PrivateIpAddress": "10.21.2.10", "State": {"Name": "running"},
-         "Tags": [{"Key": "Role", "Value": "app"}, {"Key": "Name", "Value": "app-0"}]},
-        {"InstanceId": "i-0old", "PrivateIpAddress": "10.21.2.11", "State": {"Name": "stopped"},
-         "Tags": [{"Key": "Role", "Value": "app"}]},
-        {"InstanceId": "i-0odd", "PrivateIpAddress": "10.21.3.10", "State": {"Name": "running"},
-         "Tags": [{"Key": "Role", "Value": "ghost"}]},
-    ]}]}
+    with MotoServer() as server:
+        group_in_moto = _group_in_the_sandbox(server)
+    ids, described = group_in_moto["ids"], group_in_moto["described"]
+    ips = {i["InstanceId"]: i["PrivateIpAddress"] for i in running_instances(described)}
+    assert sorted(ips) == sorted([ids["web"], ids["app"], ids["odd"]])  # the stopped one is not running
     with embedded_hosts_for_group(described, load_roles(tests / "roles.toml"), tests / "playbooks", tmp_path) as group:
-        assert sorted(group.hosts) == ["i-0app", "i-0odd", "i-0web"]  # the stopped instance has no host
-        assert group.roles == {"i-0web": "web", "i-0app": "app"}
-        assert group.unconfigured == {"i-0odd": "role 'ghost' is not in the roles catalog"}
+        assert sorted(group.hosts) == sorted(ips)
+        assert group.roles == {ids["web"]: "web", ids["app"]: "app"}
+        assert group.unconfigured == {ids["odd"]: "role 'ghost' is not in the roles catalog"}
         assert {role: run.recap.get("changed") for role, run in group.playbooks.items()} == {"web": 1, "app": 1}
-        for instance_id, expected in (("i-0web", "web\n"), ("i-0app", "app\n")):
-            host = testinfra.get_host(group.hosts[instance_id].url)
+        for key, expected in (("web", "web\n"), ("app", "app\n")):
+            host = testinfra.get_host(group.hosts[ids[key]].url)
             assert host.file("/etc/immutable-infra-role").content_string == expected
-            assert host.check_output("hostname") == instance_id
-        odd = testinfra.get_host(group.hosts["i-0odd"].url)
+            assert host.check_output("hostname") == ids[key]
+            assert ips[ids[key]] in [str(a) for a in host.interface("eth0").addresses]
+        odd = testinfra.get_host(group.hosts[ids["odd"]].url)
         assert not odd.file("/etc/immutable-infra-role").exists
-        assert "10.21.3.10" in [str(a) for a in odd.interface("eth0").addresses]
+        assert ips[ids["odd"]].startswith("10.21.3.")
+        assert ips[ids["odd"]] in [str(a) for a in odd.interface("eth0").addresses]
     assert leftovers() == []
