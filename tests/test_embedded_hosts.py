@@ -22,6 +22,7 @@ from immutable_infra.embedded_hosts import (
     HostHandle,
     SessionKey,
     apply_playbook,
+    assert_no_leftovers,
     build_rootfs,
     leftovers,
     runtime_available,
@@ -63,6 +64,13 @@ def test_unknown_template_is_one_line_naming_the_known_ones(tmp_path):
         build_rootfs("nope", tmp_path)
 
 
+def test_assert_no_leftovers_names_what_is_left(monkeypatch):
+    monkeypatch.setattr(embedded_hosts, "leftovers", lambda: ["netns iih-0badf00d", "mount /tmp/x/iih-0badf00d/merged"])
+    assert_no_leftovers(before=["netns iih-0badf00d", "mount /tmp/x/iih-0badf00d/merged"])
+    with pytest.raises(pytest.fail.Exception, match=r"^embedded hosts left behind: mount /tmp/x/iih-0badf00d/merged$"):
+        assert_no_leftovers(before=["netns iih-0badf00d"])
+
+
 def test_start_host_refuses_a_directory_that_is_no_rootfs(tmp_path):
     if runtime_available():
         pytest.skip(runtime_available())
@@ -97,6 +105,11 @@ def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_p
         record_property("boot_seconds", round(max(web.boot_seconds, app.boot_seconds), 2))
         print(f"two hosts up in {time.monotonic() - started:.1f} s "
               f"(web {web.boot_seconds:.1f} s, app {app.boot_seconds:.1f} s)")
+
+        # while a host runs, leftovers() sees every piece of it (so its emptiness later proves something)
+        seen = {line.split()[0] for line in leftovers(only=[web.netns])}
+        assert seen == {"netns", "link", "mount", "process", "nspawn", "link-address"}, leftovers(only=[web.netns])
+        assert not set(leftovers(only=[web.netns])) & set(leftovers(only=[app.netns]))
 
         # a start failure is one line naming the host and the console log, and undoes itself
         with pytest.raises(EmbeddedHostError, match=r"host slow-0: .* \(console log: .*console\.log\)"):
@@ -149,7 +162,8 @@ def test_two_embedded_hosts_boot_take_a_playbook_and_leave_nothing(rootfs, tmp_p
     for handle in hosts:
         handle.stop()  # idempotent
         assert handle.nspawn_lock is not None and not handle.nspawn_lock.exists()
-    assert leftovers() == before == []
+    assert leftovers(only=[h.netns for h in hosts]) == []
+    assert_no_leftovers(before)  # the failed start's included
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("iih-") == 0
 
 
@@ -188,6 +202,7 @@ def test_a_groups_running_instances_become_hosts_configured_by_their_roles(rootf
     with MotoServer() as server:
         group_in_moto = _group_in_the_sandbox(server)
     ids, described = group_in_moto["ids"], group_in_moto["described"]
+    before = leftovers()
     ips = {i["InstanceId"]: i["PrivateIpAddress"] for i in running_instances(described)}
     assert sorted(ips) == sorted([ids["web"], ids["app"], ids["odd"]])  # the stopped one is not running
     with embedded_hosts_for_group(described, load_roles(tests / "roles.toml"), tests / "playbooks", tmp_path) as group:
@@ -204,4 +219,5 @@ def test_a_groups_running_instances_become_hosts_configured_by_their_roles(rootf
         assert not odd.file("/etc/immutable-infra-role").exists
         assert ips[ids["odd"]].startswith("10.21.3.")
         assert ips[ids["odd"]] in [str(a) for a in odd.interface("eth0").addresses]
-    assert leftovers() == []
+    assert leftovers(only=[h.netns for h in group.hosts.values()]) == []
+    assert_no_leftovers(before)

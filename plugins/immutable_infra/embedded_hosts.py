@@ -303,7 +303,8 @@ class HostHandle:
         return ["ssh", "-F", str(self.key.ssh_config), f"root@{self.link_ip}", *command]
 
     def stop(self) -> None:
-        """Power the host off (SIGRTMIN+4 to nspawn, then kill), remove veth and netns, unmount the overlay."""
+        """Power the host off (nspawn passes SIGTERM on as SIGRTMIN+4; killed after POWEROFF_TIMEOUT), remove veth
+        and netns, nspawn's lock and propagate directory, unmount the overlay, free the link address."""
         errors: list[str] = []
         if self.process is not None:
             _stop_nspawn(self.process, self.merged)
@@ -492,8 +493,13 @@ def _wait_for_ssh(handle: HostHandle, timeout: float, command: str) -> None:
 # -- leftovers --------------------------------------------------------------------------------
 
 
-def leftovers() -> list[str]:
-    """What embedded hosts left on this machine: netns iih-*, veths iih-*, mounts and processes under iih-* dirs."""
+def leftovers(only: Iterable[str] = ()) -> list[str]:
+    """What embedded hosts left on this machine, one line each, each naming its ``iih-<id>``: network namespaces,
+    links, mounts, nspawn processes and container processes, nspawn directories, link-address claims.
+
+    ``only``: keep the lines naming one of these (hosts' ``netns`` names), to look at one's own hosts
+    while other sessions run theirs.
+    """
     found: list[str] = []
     if NETNS_DIR.is_dir():
         found += [f"netns {p.name}" for p in sorted(NETNS_DIR.iterdir()) if p.name.startswith(PREFIX)]
@@ -506,15 +512,32 @@ def leftovers() -> list[str]:
         with contextlib.suppress(OSError):
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
             root = os.readlink(entry / "root")
-            if "systemd-nspawn" in cmdline and f"/run/netns/{PREFIX}" in cmdline:
-                found.append(f"process {entry.name} {cmdline[:120]}")
+            netns = re.search(rf"--network-namespace-path=/run/netns/({PREFIX}\w+)", cmdline)
+            if "systemd-nspawn" in cmdline and netns:
+                found.append(f"process {entry.name} systemd-nspawn of {netns.group(1)}")
             elif any(part.startswith(PREFIX) for part in Path(root).parts):
-                found.append(f"process {entry.name} (root {root}) {cmdline[:80]}")
+                found.append(f"process {entry.name} in {root}: {cmdline[:80]}")
     if NSPAWN_PROPAGATE.is_dir():
         found += [f"nspawn directory {p}" for p in sorted(NSPAWN_PROPAGATE.iterdir()) if p.name.startswith(PREFIX)]
     if SLOTS_DIR.is_dir():
-        found += [f"link-address slot {p.name}" for p in sorted(SLOTS_DIR.iterdir())]
-    return found
+        for p in sorted(SLOTS_DIR.iterdir()):
+            owner = ""
+            with contextlib.suppress(OSError):
+                owner = (p / "owner").read_text().strip()
+            found.append(f"link-address slot {p.name} of {owner or '?'}")
+    names = list(only)
+    return [line for line in found if any(name in line for name in names)] if names else found
+
+
+def assert_no_leftovers(before: Iterable[str] = ()) -> None:
+    """Fail the calling test (no traceback) naming what embedded hosts left, except what was there ``before``."""
+    import pytest
+
+    __tracebackhide__ = True
+    known = set(before)
+    left = [item for item in leftovers() if item not in known]
+    if left:
+        pytest.fail(f"embedded hosts left behind: {'; '.join(left)}", pytrace=False)
 
 
 # -- playbooks --------------------------------------------------------------------------------
