@@ -2,9 +2,9 @@
 
 The integration test needs root, systemd-nspawn, debootstrap and ip
 (``tools/install-host-runtime``) and skips with the reason otherwise. The
-first run on a machine builds the host image with debootstrap (about two to
-three minutes, cached in ``<cache>/hosts/``); after that it takes well under
-a minute.
+first run on a machine builds the host image with debootstrap (one to two
+minutes here, cached in ``<cache>/hosts/``); after that the module takes
+30-40 s.
 """
 
 from __future__ import annotations
