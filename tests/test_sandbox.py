@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import zipfile
 
 import pytest
 
-from immutable_infra.sandbox import MotoServer, Sandbox, SandboxError, check_endpoint, ensure_mirror, write_cli_config
+from immutable_infra.sandbox import (
+    MotoServer, Sandbox, SandboxError, check_endpoint, ensure_mirror, provider_zip, write_cli_config,
+)
 
 
 def port_open(port: int) -> bool:
@@ -36,7 +40,7 @@ def test_embedded_sandbox_gives_clients_bound_to_its_endpoint(tmp_path):
         assert vpc["VpcId"].startswith("vpc-")
         env = sandbox.terraform_env()
         assert env["TF_CLI_CONFIG_FILE"].endswith("terraformrc-offline")
-        assert env["TF_PLUGIN_CACHE_DIR"].startswith(str(tmp_path))
+        assert env["TF_PLUGIN_CACHE_DIR"] == ""  # offline: init symlinks the unpacked mirror, no shared cache
         settings = sandbox.provider_settings()
         assert settings["endpoints"]["ec2"] == sandbox.endpoint and "elbv2" not in settings["endpoints"]
     finally:
@@ -44,15 +48,30 @@ def test_embedded_sandbox_gives_clients_bound_to_its_endpoint(tmp_path):
     assert not port_open(int(sandbox.endpoint.rsplit(":", 1)[1]))
 
 
-def test_mirror_is_laid_once_and_named_by_the_cli_config(tmp_path):
+def test_mirror_is_laid_once_unpacked_and_named_by_the_cli_config(tmp_path):
     mirror = ensure_mirror(tmp_path)
-    zips = list(mirror.rglob("*.zip"))
-    assert [z.name for z in zips] == ["terraform-provider-aws_3.39.0_linux_amd64.zip"]
-    assert zips[0].relative_to(mirror).parts[:3] == ("registry.terraform.io", "hashicorp", "aws")
-    mtime = zips[0].stat().st_mtime_ns
+    binaries = [p for p in mirror.rglob("*") if p.is_file()]
+    assert [b.name for b in binaries] == ["terraform-provider-aws_v3.39.0_x5"]
+    assert binaries[0].relative_to(mirror).parts[:-1] == (
+        "registry.terraform.io", "hashicorp", "aws", "3.39.0", "linux_amd64")
+    assert os.access(binaries[0], os.X_OK)
+    mtime = binaries[0].stat().st_mtime_ns
     config = write_cli_config(tmp_path, offline=True).read_text()
-    assert f'path    = "{mirror}"' in config and "plugin_cache_dir" in config
-    assert ensure_mirror(tmp_path) == mirror and zips[0].stat().st_mtime_ns == mtime
+    # No shared plugin cache offline: Terraform's is not safe under concurrent inits (hashicorp/terraform#31964).
+    assert f'path    = "{mirror}"' in config and "plugin_cache_dir" not in config
+    assert ensure_mirror(tmp_path) == mirror and binaries[0].stat().st_mtime_ns == mtime
+    assert not any((tmp_path / "mirror-staging").iterdir())
+
+
+def test_concurrent_sessions_lay_the_mirror_once_and_whole(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        mirrors = list(pool.map(lambda _: ensure_mirror(tmp_path), range(4)))
+    assert len(set(mirrors)) == 1
+    binary, = [p for p in mirrors[0].rglob("*") if p.is_file()]
+    with zipfile.ZipFile(provider_zip()) as archive:
+        assert binary.stat().st_size == archive.getinfo(binary.name).file_size
 
 
 def test_online_cli_config_has_no_mirror(tmp_path):

@@ -19,6 +19,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class SandboxError(ToolError):
 
 
 def default_cache_dir() -> Path:
-    """Where the provider mirror and the plugin cache live, shared by runs."""
+    """Where the provider mirror (and, online, the plugin cache) live, shared by runs."""
     base = os.environ.get("IMMUTABLE_INFRA_CACHE") or os.environ.get("XDG_CACHE_HOME")
     if base:
         root = Path(base)
@@ -70,26 +71,49 @@ def provider_zip() -> Path:
 
 
 def ensure_mirror(cache_dir: Path) -> Path:
-    """Lay the provider zip into a filesystem mirror (packed layout) once; return the mirror root."""
-    mirror = cache_dir / "mirror"
+    """Lay the provider into a filesystem mirror, unpacked, once; return the mirror root.
+
+    The *unpacked* layout (``HOST/NAMESPACE/TYPE/VERSION/OS_ARCH/<binary>``)
+    lets ``terraform init`` symlink each workspace's provider to the mirror
+    instead of writing a copy anywhere shared, so nothing any Terraform
+    process reads is ever written while sessions, xdist workers and a
+    session's parallel groups init side by side. (A shared ``plugin_cache_dir``
+    is not safe for that: Terraform documents its behaviour with concurrent
+    inits as undefined, hashicorp/terraform#31964, and an apply then failed
+    with "installed provider plugins are not consistent with the packages
+    selected in the dependency lock file".) The binary is unpacked in a
+    staging folder beside the mirror and renamed into place, so a mirror
+    directory that exists is complete.
+    """
+    mirror = cache_dir / "mirror-unpacked"
     host, namespace, ptype = PROVIDER_SOURCE.split("/")
-    target = mirror / host / namespace / ptype / f"terraform-provider-{ptype}_{PROVIDER_VERSION}_linux_amd64.zip"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".zip.{os.getpid()}.{threading.get_ident()}.part")  # sessions side by side each copy
-        shutil.copyfile(provider_zip(), tmp)
-        os.replace(tmp, target)
+    target = mirror / host / namespace / ptype / PROVIDER_VERSION / "linux_amd64"
+    if not target.is_dir():
+        staging = cache_dir / "mirror-staging" / f"{os.getpid()}.{threading.get_ident()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            with zipfile.ZipFile(provider_zip()) as archive:
+                for member in archive.infolist():
+                    path = Path(archive.extract(member, staging))
+                    if not member.is_dir():
+                        path.chmod(0o755)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging, target)  # atomic; another session may have laid it first
+            except OSError:
+                if not target.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return mirror
 
 
 def write_cli_config(cache_dir: Path, offline: bool) -> Path:
-    """Write the Terraform CLI config: the plugin cache and, offline, the mirror."""
-    plugin_cache = cache_dir / "plugin-cache"
-    plugin_cache.mkdir(parents=True, exist_ok=True)
-    lines = [f'plugin_cache_dir = "{plugin_cache}"', ""]
+    """Write the Terraform CLI config: offline, the unpacked mirror and no plugin cache; online, the plugin cache."""
     if offline:
         mirror = ensure_mirror(cache_dir)
-        lines += [
+        lines = [
             "provider_installation {",
             "  filesystem_mirror {",
             f'    path    = "{mirror}"',
@@ -100,10 +124,14 @@ def write_cli_config(cache_dir: Path, offline: bool) -> Path:
             "  }",
             "}",
         ]
+    else:
+        plugin_cache = cache_dir / "plugin-cache"
+        plugin_cache.mkdir(parents=True, exist_ok=True)
+        lines = [f'plugin_cache_dir = "{plugin_cache}"']
     path = cache_dir / ("terraformrc-offline" if offline else "terraformrc")
     text = "\n".join(lines) + "\n"
     if not path.exists() or path.read_text() != text:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
     return path
@@ -316,9 +344,12 @@ class Sandbox:
             "TF_IN_AUTOMATION": "1",
             "TF_INPUT": "0",
             "CHECKPOINT_DISABLE": "1",
-            "TF_PLUGIN_CACHE_DIR": str(self.cache_dir / "plugin-cache"),
-            "TF_PLUGIN_CACHE_MAY_BREAK_DEPENDENCY_LOCK_FILE": "1",
         }
+        if self.offline:  # init symlinks the unpacked mirror (see ensure_mirror); no shared cache, not even the user's
+            env["TF_PLUGIN_CACHE_DIR"] = ""
+        else:
+            env["TF_PLUGIN_CACHE_DIR"] = str(self.cache_dir / "plugin-cache")
+            env["TF_PLUGIN_CACHE_MAY_BREAK_DEPENDENCY_LOCK_FILE"] = "1"
         if self.cli_config:
             env["TF_CLI_CONFIG_FILE"] = str(self.cli_config)
         if self.is_local:
