@@ -37,7 +37,8 @@ from immutable_infra.embedded_hosts import (
     runtime_available,
     start_host,
 )
-from immutable_infra.hosts import read_host_facts
+from immutable_infra.errors import ToolError
+from immutable_infra.hosts import HostUnreachable, read_host_facts
 from immutable_infra.roles import load_roles
 from immutable_infra.settings import Settings
 
@@ -134,7 +135,7 @@ def run_session(project: Path, groups: list[str], files: list[str], *extra: str)
     outcomes = {}
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
-            name = f"{case.get('classname').rsplit('.', 1)[-1]}::{case.get('name')}"
+            name = f"{(case.get('classname') or '').rsplit('.', 1)[-1]}::{case.get('name')}"
             kind, message = "passed", ""
             for child in case:
                 if child.tag in ("skipped", "failure", "error"):
@@ -191,6 +192,35 @@ def test_hosts_off_or_no_runtime_skips_with_the_reason_in_the_summary(tmp_path, 
     assert not list((project / "home" / "runs").glob("*/hosts")), "a host was built"
 
 
+#: A user's test that asks for the group's hosts, then gets SIGTERM (a Jenkins abort) while they run.
+SIGTERM_TEST = '''
+import os
+import signal
+
+
+def test_aborted_while_hosts_run(infra_hosts):
+    assert len(infra_hosts.hosts.hosts) == 2
+    os.kill(os.getpid(), signal.SIGTERM)
+'''
+
+
+def test_sigterm_while_hosts_run_stops_them_before_the_run_is_destroyed(tmp_path):
+    needs_runtime()
+    build_rootfs("debian12-base")
+    project = make_project(tmp_path, ["chaos-lab"])
+    (project / "test_abort.py").write_text(SIGTERM_TEST)
+    proc, outcomes, _ = run_session(project, ["chaos-lab"], ["test_abort.py"])
+    host_dirs = sorted(p.name for p in (project / "home" / "runs").glob("*/hosts/*/iih-*"))
+    assert proc.returncode == 2, proc.stdout[-3000:]  # interrupted
+    assert "SIGTERM: stopping Terraform gracefully" in proc.stdout + proc.stderr
+    assert len(host_dirs) == 2, host_dirs
+    assert leftovers(only=host_dirs) == []
+    out = proc.stdout
+    assert "[chaos-lab] destroyed" in out, out[-3000:]
+    assert "chaos-lab: its 2 embedded host(s) stopped" in out, out[-3000:]
+    assert out.index("chaos-lab: its 2 embedded host(s) stopped") < out.index("[chaos-lab] destroying")
+
+
 # -- four faults on one live host ---------------------------------------------------------------
 
 
@@ -229,6 +259,9 @@ def test_four_host_faults_are_each_named_with_the_instance_id(tmp_path, record_p
     finally:
         handle.stop()
     record_property("seconds", round(time.monotonic() - started, 1))
+    with pytest.raises(HostUnreachable) as unreachable:  # a tool error (the suite's fixture makes it a test error)
+        read_host_facts(handle.url, contract)
+    assert isinstance(unreachable.value, ToolError) and handle.link_ip in str(unreachable.value)
     kinds = sorted(f.detail["kind"] for f in findings)
     assert kinds == sorted(["package-version", "file-content", "service-not-running:nginx",
                             "port-not-listening:80", "port-not-listening:443", "port-unexpected:9999"]), kinds

@@ -514,7 +514,7 @@ def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str)
         instances, addresses = group_hosts.group_instances(infra, applied.name)
     if not group_hosts.contracted(instances, roles):
         pytest.skip(group_hosts.no_contract_reason(group_name, instances, infra.catalog.roles_file))
-    infra.say(f"{group_name}: starting embedded hosts for its running instances")
+    infra.say(f"{group_name}: starting an embedded host per running instance")
     with cannot_check(infra, f"hosts of {group_name}"):
         hosts = group_hosts.start_group_hosts(infra, group_name, instances, addresses, roles)
     running = request.config.stash[HOSTS]
@@ -526,6 +526,7 @@ def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str)
             running.remove(hosts)
             try:
                 hosts.stop()
+                infra.say(f"{group_name}: its {len(hosts.hosts.hosts)} embedded host(s) stopped")
             except ToolError as exc:
                 request.config.stash[TEARDOWN].append(f"embedded hosts of {group_name} were not all stopped: {exc}")
 
