@@ -32,6 +32,11 @@ def test_hosts_match_their_role_contract(applied_group, infra, infra_hosts, host
             findings += find_host_findings(applied_group.name, instance_id, role, infra_hosts.contracts[instance_id],
                                            facts, address=infra_hosts.addresses.get(instance_id, ""))
     infra_report.findings(applied_group.name, "hosts", findings)
+    group_hosts = infra_hosts.hosts
+    infra_report.fact(applied_group.name, "hosts", hosts=len(group_hosts.hosts), checked=sorted(host_facts),
+                      boot_seconds=round(max((h.boot_seconds for h in group_hosts.hosts.values()), default=0.0), 1),
+                      playbook_seconds={r: round(run.elapsed, 1) for r, run in sorted(group_hosts.playbooks.items())},
+                      unconfigured=dict(group_hosts.unconfigured))
     checked = ", ".join(f"{i} ({infra_hosts.roles[i]})" for i in sorted(host_facts))
     assert not findings, (f"{applied_group.name}: hosts break their role's host contract (checked {checked}):\n"
                           + format_findings(findings))

@@ -18,6 +18,7 @@ the host parts; they skip with the reason otherwise.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -155,20 +156,24 @@ def hosts_session(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("group-hosts"), ["chaos-lab", "tiny"])
     proc, outcomes, seconds = run_session(project, ["chaos-lab", "tiny"], ["suites/test_hosts.py"])
     host_dirs = sorted(p.name for p in (project / "home" / "runs").glob("*/hosts/*/iih-*"))
-    return proc, outcomes, seconds, host_dirs
+    return proc, outcomes, seconds, host_dirs, project
 
 
 def test_the_host_suite_builds_checks_and_stops_the_groups_hosts(hosts_session, record_property):
-    proc, outcomes, seconds, host_dirs = hosts_session
+    proc, outcomes, seconds, host_dirs, project = hosts_session
     record_property("session_seconds", round(seconds, 1))
     assert outcomes.get(f"{HOST_TEST}[chaos-lab]", ("missing",))[0] == "passed", proc.stdout[-3000:]
     assert len(host_dirs) == 2, host_dirs  # one host per running instance of chaos-lab
     assert "chaos-lab checks: hosts pass" in proc.stdout, proc.stdout[-3000:]
     assert leftovers(only=host_dirs) == []
+    hosts = json.loads((project / "reports" / "summary.json").read_text())["groups"]["chaos-lab"]["checks"]["hosts"]
+    assert hosts["verdict"] == "pass" and hosts["findings"] == []
+    assert hosts["facts"]["hosts"] == 2 and len(hosts["facts"]["checked"]) == 2
+    assert set(hosts["facts"]["playbook_seconds"]) == {"microservice"}
 
 
 def test_a_group_without_contracted_instances_is_skipped_with_the_reason(hosts_session):
-    proc, outcomes, _, _ = hosts_session
+    proc, outcomes, _, _, _ = hosts_session
     kind, message = outcomes[f"{HOST_TEST}[tiny]"]
     assert kind == "skipped" and "hosts: tiny has no running instance" in message, (kind, message)
     assert "not checked: test_hosts_match_their_role_contract[tiny]: hosts: tiny has no running instance" in proc.stdout
