@@ -33,7 +33,7 @@ def why_not_at_all(settings: Settings, runtime: Callable[[], str | None] | None 
     if settings.no_hosts:
         return f"hosts: not checked ({settings.source('no_hosts')})"
     if not settings.embedded:
-        endpoint = "real AWS" if settings.real_aws or settings.deployed_audit else settings.aws_endpoint
+        endpoint = settings.aws_endpoint or "real AWS"
         return "hosts: " + NOT_EMBEDDED.format(endpoint=endpoint)
     if runtime is None:
         from immutable_infra.embedded_hosts import runtime_available as runtime
