@@ -7,6 +7,8 @@
   skipped with the reason; nothing of the hosts is left after the session.
 - ``--no-hosts`` and a missing runtime skip the suite with the reason, shown in
   the summary, without building anything.
+- SIGTERM while a group's hosts run: the session stops them before it destroys
+  the run, and leaves nothing.
 - One embedded host of the seed's ``reverse-proxy`` role, four faults made in
   place (a package at another version, the service stopped, a config file
   edited, a port opened on 0.0.0.0): one read, each named by
