@@ -9,6 +9,8 @@
   the summary, without building anything.
 - SIGTERM while a group's hosts run: the session stops them before it destroys
   the run, and leaves nothing.
+- Every seed role (fixtures/roles.toml) on its own host, configured by its seed
+  playbook offline: no finding.
 - One embedded host of the seed's ``reverse-proxy`` role, four faults made in
   place (a package at another version, the service stopped, a config file
   edited, a port opened on 0.0.0.0): one read, each named by
@@ -279,3 +281,25 @@ def test_four_host_faults_are_each_named_with_the_instance_id(tmp_path, record_p
     assert "server_tokens off;" in by_kind["file-content"].found
     assert by_kind["port-unexpected:9999"].detail["addresses"] == ["0.0.0.0"]
     assert leftovers(only=[handle.netns]) == []
+
+
+def test_every_seed_role_playbook_satisfies_its_host_contract(tmp_path, record_property):
+    """One embedded host per seed role, configured by the seed playbook offline: no finding (the seed stays honest)."""
+    from immutable_infra.embedded_hosts import embedded_hosts_for_group
+
+    needs_runtime()
+    build_rootfs("debian12-base")
+    described = [{"InstanceId": f"i-seed{k:02d}", "PrivateIpAddress": f"10.99.0.{k + 10}", "State": {"Name": "running"},
+                  "Tags": [{"Key": "Role", "Value": name}]} for k, name in enumerate(sorted(SEED_ROLES))]
+    started = time.monotonic()
+    found = {}
+    with embedded_hosts_for_group(described, SEED_ROLES, ROOT / "fixtures" / "playbooks", tmp_path) as hosts:
+        names = [h.netns for h in hosts.hosts.values()]
+        assert sorted(hosts.roles.values()) == sorted(SEED_ROLES) and not hosts.unconfigured
+        for instance_id, handle in hosts.hosts.items():
+            role = SEED_ROLES[hosts.roles[instance_id]]
+            facts = read_host_facts(handle.url, role.host)
+            found[role.name] = [f.found for f in find_host_findings("seed", instance_id, role.name, role.host, facts)]
+    record_property("seconds", round(time.monotonic() - started, 1))
+    assert found == {name: [] for name in SEED_ROLES}, found
+    assert leftovers(only=names) == []
