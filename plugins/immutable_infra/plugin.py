@@ -28,6 +28,8 @@ SETTINGS = pytest.StashKey[settings_mod.Settings]()
 HARNESS = pytest.StashKey[Harness]()
 REPORTER = pytest.StashKey[Reporter]()
 TEARDOWN = pytest.StashKey[list]()
+#: The embedded hosts running for the session's groups: stopped when their group's fixture ends, else before destroy.
+HOSTS = pytest.StashKey[list]()
 
 #: A broken tool, not a finding: these make a test error with one clear message (kept as a name for suites).
 TOOL_ERRORS = (ToolError,)
@@ -75,6 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(problem)
     config.stash[SETTINGS] = s
     config.stash[TEARDOWN] = []
+    config.stash[HOSTS] = []
     if s.groups:
         try:
             harness = Harness(s, say=_sayer(config))
@@ -152,6 +155,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_hosts(config)  # a session that never reached its teardown (an internal error) leaves no host running
     if config.stash.get(HARNESS, None) is not None:
         signals.uninstall()
 
@@ -204,7 +208,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 #: Suites run in this order: read-only checks first, then what changes the group (chaos, rebuild, drill).
-SUITE_ORDER = ("test_lifecycle", "test_mutation", "test_drift", "test_roles", "test_peering", "test_image_parity",
+SUITE_ORDER = ("test_lifecycle", "test_mutation", "test_drift", "test_roles", "test_hosts", "test_peering", "test_image_parity",
                "test_chaos", "test_rebuild", "test_disaster")
 
 
@@ -283,7 +287,9 @@ def infra(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 
 def _teardown(config: pytest.Config, harness: Harness) -> None:
-    """Destroy what this process applied (an xdist worker applied nothing), unless kept; stop the sandbox."""
+    """Stop the embedded hosts still running; destroy what this process applied (an xdist worker applied nothing),
+    unless kept; stop the sandbox."""
+    _stop_hosts(config)
     keep = config.stash[SETTINGS].keep
     sandbox = harness._sandbox
     if sandbox is not None and sandbox.gone is not None and harness._run is not None:
@@ -477,6 +483,52 @@ def cannot_check(infra: Harness, what: str) -> Iterator[None]:
         if sandbox.gone is not None:
             raise pytest.fail.Exception(f"{what}: {sandbox.gone_message()}", pytrace=False) from None
     raise pytest.fail.Exception(f"{what} cannot run: {problem}", pytrace=False) from None
+
+
+def _stop_hosts(config: pytest.Config) -> None:
+    """Stop every embedded host the session still runs (SIGTERM and Ctrl-C get here through the teardown)."""
+    running = config.stash.get(HOSTS, [])
+    while running:
+        hosts = running.pop()
+        try:
+            hosts.stop()
+        except ToolError as exc:
+            config.stash[TEARDOWN].append(f"embedded hosts of {hosts.group} were not all stopped: {exc}")
+
+
+@pytest.fixture(scope="session")
+def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str) -> Iterator[Any]:
+    """The group's embedded hosts (``group_hosts.HostsOfGroup``): one per running instance, configured by its role's
+    playbook; only the instances whose role has a ``[roles.NAME.host]`` contract are checked. Skips with the reason
+    (``--no-hosts``, not the embedded sandbox, no runtime, no contract) before building anything; stopped when the
+    group's tests end."""
+    __tracebackhide__ = True
+    from immutable_infra import group_hosts
+
+    reason = group_hosts.why_not_at_all(infra.settings)
+    if reason:
+        pytest.skip(reason)
+    applied = request.getfixturevalue("applied_group")
+    with cannot_check(infra, f"hosts of {group_name}"):
+        roles = infra.catalog.roles
+        instances, addresses = group_hosts.group_instances(infra, applied.name)
+    if not group_hosts.contracted(instances, roles):
+        pytest.skip(group_hosts.no_contract_reason(group_name, instances, infra.catalog.roles_file))
+    infra.say(f"{group_name}: starting an embedded host per running instance")
+    with cannot_check(infra, f"hosts of {group_name}"):
+        hosts = group_hosts.start_group_hosts(infra, group_name, instances, addresses, roles)
+    running = request.config.stash[HOSTS]
+    running.append(hosts)
+    try:
+        yield hosts
+    finally:
+        if hosts in running:
+            running.remove(hosts)
+            try:
+                hosts.stop()
+                infra.say(f"{group_name}: its {len(hosts.hosts.hosts)} embedded host(s) stopped")
+            except ToolError as exc:
+                request.config.stash[TEARDOWN].append(f"embedded hosts of {group_name} were not all stopped: {exc}")
 
 
 @pytest.fixture(scope="session")

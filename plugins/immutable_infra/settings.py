@@ -33,6 +33,7 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "parallelism": (f"Terraform -parallelism (default: {DEFAULT_PARALLELISM})", "string", str(DEFAULT_PARALLELISM)),
     "ttl": ("how long the run's resources live: their ExpiresAt tag, for the reaper (90m, 2h, 1d; default 6h)", "string", ""),
     "reap_expired": ("at the start, delete every run on the endpoint whose ExpiresAt has passed (see immutable-infra reap)", "bool", False),
+    "no_hosts": ("do not build the embedded hosts of the groups' instances: the host suite (suites/test_hosts.py) skips", "bool", False),
 }
 
 
@@ -90,6 +91,7 @@ class Settings:
     base_ref: str | None = None
     ttl_hours: float = 6.0
     reap_expired: bool = False
+    no_hosts: bool = False
     home: Path = Path(".immutable-infra")
     #: Where each setting that was given came from, as the user wrote it: "--keep", "IMMUTABLE_INFRA_KEEP",
     #: "ini key immutable_infra_keep". Messages name the setting by it.
@@ -215,6 +217,7 @@ def from_pytest_config(config: Any) -> Settings:
         base_ref=get("base_ref") or None,
         ttl_hours=_ttl(get("ttl"), sources.get("ttl", "--ttl")),
         reap_expired=flag("reap_expired"),
+        no_hosts=flag("no_hosts"),
         home=_home(config, root),
     )
     if os.environ.get("IMMUTABLE_INFRA_HOME"):
