@@ -10,13 +10,14 @@
   ``{name: (version, architecture)}`` is a :class:`PackageSource`: a recorded
   manifest (:class:`ManifestPackages`) or a live host
   (:class:`TestinfraPackages`); :func:`live_package_parity` compares a live
-  dev box with an image build's manifest. The image parity checks themselves
-  read manifests only and never import this module.
+  dev box with an image build's manifest, and :func:`live_content_check` runs
+  the image parity content check that way (``--dev-box URL``).
+  ``checks/parity.py`` never imports this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,18 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from immutable_infra.config import HostContract
 from immutable_infra.errors import ToolError
-from immutable_infra.images import DPKG_COMMAND, RPM_COMMAND, AllowList, Packages, parse_packages, read_manifest_file
+from immutable_infra.findings import Finding
+from immutable_infra.images import (
+    DPKG_COMMAND,
+    RPM_COMMAND,
+    AllowList,
+    Build,
+    ImageCatalog,
+    ImageManifestError,
+    Packages,
+    parse_packages,
+    read_manifest_file,
+)
 
 if TYPE_CHECKING:
     from immutable_infra.checks.parity import PackageDiff
@@ -67,11 +79,18 @@ class TestinfraPackages:
     def __init__(self, host_url: str, **kwargs: Any) -> None:
         self.host_url = host_url
         self._kwargs = kwargs
+        self._read: Packages | None = None
 
     def __repr__(self) -> str:
         return f"TestinfraPackages({self.host_url!r})"
 
     def packages(self) -> Packages:
+        """The host's packages, read once (later calls return the same read)."""
+        if self._read is None:
+            self._read = self._list()
+        return self._read
+
+    def _list(self) -> Packages:
         import testinfra
 
         try:
@@ -285,6 +304,8 @@ class LivePackageParity:
     host_source: str
     manifest_source: str
     diffs: tuple[PackageDiff, ...]
+    #: Packages on either side (the union of the names).
+    compared: int = 0
 
     @property
     def violations(self) -> tuple[PackageDiff, ...]:
@@ -309,5 +330,50 @@ def live_package_parity(
     label = f"live host {source.host_url}" if isinstance(source, TestinfraPackages) else f"live host {source!r}"
     manifest_path = Path(manifest)
     image = ManifestPackages(manifest_path).packages()  # first: a bad manifest fails before any connection
-    diffs = diff_packages(source.packages(), image, allow, template=template)
-    return LivePackageParity(label, f"manifest {manifest_path}", tuple(diffs))
+    live = source.packages()
+    diffs = diff_packages(live, image, allow, template=template)
+    return LivePackageParity(label, f"manifest {manifest_path}", tuple(diffs), len(set(live) | set(image)))
+
+
+@dataclass(frozen=True)
+class LiveContentCheck:
+    """The image parity content check against a live dev box: findings, report rows, and the source read."""
+
+    source: str
+    findings: list[Finding]
+    rows: list[dict[str, Any]]
+
+
+def live_content_check(
+    group: str, templates: Iterable[str], catalog: ImageCatalog, allow: AllowList | None, host: str | PackageSource,
+    **testinfra_kwargs: Any,
+) -> LiveContentCheck:
+    """What ``suites/test_image_parity.py`` runs with ``--dev-box URL``: the live dev box against the current run.
+
+    The host's packages are read once (``dpkg-query``, else ``rpm``) and
+    compared, through :func:`live_package_parity` (the content check's diff
+    and ``parity.toml``), with the package manifest of every amazon-ebs build
+    of each template's current Packer run. An unreachable host raises
+    :class:`HostPackagesError` (a tool error: the test errors, it never falls
+    back to the recorded manifests).
+    """
+    from immutable_infra.checks.parity import live_content_violations
+
+    source = TestinfraPackages(host, **testinfra_kwargs) if isinstance(host, str) else host
+    label = f"live host {source.host_url}" if isinstance(source, TestinfraPackages) else f"live host {source!r}"
+    if isinstance(source, TestinfraPackages):
+        source.packages()  # reach the host before anything else: an unreachable dev box errors first
+
+    def compare(template: str, ami: Build) -> LivePackageParity:
+        if ami.packages_path is None:
+            raise ImageManifestError(ami.artifact_id, f"build {ami.name!r} of {template} has no package manifest file",
+                                     "load the catalog with images.load_catalog")
+        return live_package_parity(source, ami.packages_path, allow, template=template)
+
+    findings: list[Finding] = []
+    rows: list[dict[str, Any]] = []
+    for template in sorted(templates):
+        more, more_rows = live_content_violations(group, template, catalog, compare)
+        findings += more
+        rows += more_rows
+    return LiveContentCheck(label, findings, rows)

@@ -112,6 +112,8 @@ class Build:
     amis: tuple[AmiArtifact, ...] = ()
     packages: Packages = field(default_factory=dict, compare=False, repr=False)
     config: ConfigHashes = field(default_factory=dict, compare=False, repr=False)
+    #: The package manifest ``packages`` was read from (``<run>/<build name>.packages.txt``), when read from disk.
+    packages_path: Path | None = field(default=None, compare=False, repr=False)
 
     @property
     def template_version(self) -> str:
@@ -433,7 +435,7 @@ def load_packer_manifest(path: Path | str, template: str | None = None) -> Templ
         builds.append(Build(
             template=template, name=name, builder_type=builder_type, build_time=build_time,
             artifact_id=artifact_id, run_uuid=run_uuid, custom_data=custom, files=files, amis=amis,
-            packages=packages, config=config,
+            packages=packages, config=config, packages_path=packages_path,
         ))
 
     by_run: dict[str, list[Build]] = {}

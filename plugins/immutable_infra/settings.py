@@ -33,6 +33,8 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "parallelism": (f"Terraform -parallelism (default: {DEFAULT_PARALLELISM})", "string", str(DEFAULT_PARALLELISM)),
     "ttl": ("how long the run's resources live: their ExpiresAt tag, for the reaper (90m, 2h, 1d; default 6h)", "string", ""),
     "reap_expired": ("at the start, delete every run on the endpoint whose ExpiresAt has passed (see immutable-infra reap)", "bool", False),
+    "dev_box": ("a testinfra host URL of the developers' box (ssh://vagrant@127.0.0.1:2222): the image parity suite "
+                "reads its packages live instead of the recorded vagrant manifest", "string", ""),
     "no_hosts": ("do not build the embedded hosts of the groups' instances: the host suite (suites/test_hosts.py) skips", "bool", False),
 }
 
@@ -92,6 +94,7 @@ class Settings:
     ttl_hours: float = 6.0
     reap_expired: bool = False
     no_hosts: bool = False
+    dev_box: str | None = None
     home: Path = Path(".immutable-infra")
     #: Where each setting that was given came from, as the user wrote it: "--keep", "IMMUTABLE_INFRA_KEEP",
     #: "ini key immutable_infra_keep". Messages name the setting by it.
@@ -218,6 +221,7 @@ def from_pytest_config(config: Any) -> Settings:
         ttl_hours=_ttl(get("ttl"), sources.get("ttl", "--ttl")),
         reap_expired=flag("reap_expired"),
         no_hosts=flag("no_hosts"),
+        dev_box=get("dev_box") or None,
         home=_home(config, root),
     )
     if os.environ.get("IMMUTABLE_INFRA_HOME"):

@@ -247,6 +247,35 @@ def assert_no_lineage_violations(
 # --------------------------------------------------------------------------- content
 
 
+def _package_findings(
+    group: str, address: str, aws_id: str, base: Mapping[str, Any], diffs: Iterable[PackageDiff], dev_box: str,
+) -> list[Finding]:
+    """One finding per package difference the allow-list does not allow; ``dev_box`` names the dev-box side."""
+    findings = []
+    for d in diffs:
+        if d.allowed:
+            continue
+        expected = (f"package {d.name} {d.dev_version} ({d.dev_arch}) as on the dev box {dev_box}"
+                    if d.dev_version is not None else
+                    f"no package {d.name} (the dev box {dev_box} has none)")
+        found = (f"package {d.name} {d.ami_version} ({d.ami_arch}) on the AMI"
+                 if d.ami_version is not None else f"package {d.name} missing from the AMI")
+        findings.append(Finding(CHECK, group, address, aws_id, expected, found, {
+            **base, "package": d.name, "change": d.change,
+            "dev_version": d.dev_version, "ami_version": d.ami_version,
+        }))
+    return findings
+
+
+def _no_build_finding(group: str, template: str, run: Run, missing: str, wanted: str) -> Finding:
+    return Finding(
+        CHECK, group, f"image {template}", "",
+        f"{wanted} in the current run {run.uuid}",
+        f"no {missing} build in that run: nothing to compare",
+        {"template": template, "run": run.uuid},
+    )
+
+
 def find_content_violations(
     group: str, template: str, catalog: ImageCatalog, allow: AllowList | None = None,
 ) -> list[Finding]:
@@ -256,30 +285,15 @@ def find_content_violations(
     findings: list[Finding] = []
     if not run.dev_boxes or not run.ami_builds:
         missing = "vagrant" if not run.dev_boxes else "amazon-ebs"
-        return [Finding(
-            CHECK, group, f"image {template}", "",
-            f"a vagrant and an amazon-ebs build in the current run {run.uuid}",
-            f"no {missing} build in that run: nothing to compare",
-            {"template": template, "run": run.uuid},
-        )]
+        return [_no_build_finding(group, template, run, missing, "a vagrant and an amazon-ebs build")]
     for box in run.dev_boxes:
         for ami in run.ami_builds:
             address = f"image {template} {ami.name}"
             aws_id = ",".join(a.ami_id for a in ami.amis)
             base = {"template": template, "run": run.uuid, "dev_box": box.artifact_id, "ami_build": ami.name}
-            for d in diff_packages(box.packages, ami.packages, allow, template=template,
-                                   dev_builder=box.builder_type, ami_builder=ami.builder_type):
-                if d.allowed:
-                    continue
-                expected = (f"package {d.name} {d.dev_version} ({d.dev_arch}) as on the dev box {box.artifact_id}"
-                            if d.dev_version is not None else
-                            f"no package {d.name} (the dev box {box.artifact_id} has none)")
-                found = (f"package {d.name} {d.ami_version} ({d.ami_arch}) on the AMI"
-                         if d.ami_version is not None else f"package {d.name} missing from the AMI")
-                findings.append(Finding(CHECK, group, address, aws_id, expected, found, {
-                    **base, "package": d.name, "change": d.change,
-                    "dev_version": d.dev_version, "ami_version": d.ami_version,
-                }))
+            diffs = diff_packages(box.packages, ami.packages, allow, template=template,
+                                  dev_builder=box.builder_type, ami_builder=ami.builder_type)
+            findings += _package_findings(group, address, aws_id, base, diffs, box.artifact_id)
             for c in diff_configs(box.config, ami.config, allow, template=template,
                                   dev_builder=box.builder_type, ami_builder=ami.builder_type):
                 if c.allowed:
@@ -304,6 +318,50 @@ def assert_no_content_violations(
         import pytest
 
         pytest.fail(f"dev box / AMI parity of {template} (group {group}):\n{format_findings(findings)}", pytrace=False)
+
+
+def manifest_sources(catalog: ImageCatalog, templates: Iterable[str]) -> list[str]:
+    """Where the content check read the dev box from, without ``--dev-box``: ``manifest <vagrant build's packages.txt>``."""
+    return [f"manifest {box.packages_path or box.artifact_id}"
+            for name in sorted(templates) for box in catalog.template(name).current.dev_boxes]
+
+
+def live_content_violations(
+    group: str, template: str, catalog: ImageCatalog, compare: Any,
+) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """The content check with a live dev box: its packages against each AMI build of the template's current run.
+
+    ``compare(template, ami_build)`` returns a
+    :class:`~immutable_infra.hosts.LivePackageParity` (host side first, the
+    build's package manifest second; ``hosts.live_content_check`` passes
+    ``live_package_parity`` over one read of the host). Packages only: the
+    config hashes are not read live. Returns the findings and one report row
+    per AMI build, naming both sources.
+    """
+    run = catalog.template(template).current
+    if not run.ami_builds:
+        return [_no_build_finding(group, template, run, "amazon-ebs", "an amazon-ebs build")], []
+    findings: list[Finding] = []
+    rows: list[dict[str, Any]] = []
+    for ami in run.ami_builds:
+        live = compare(template, ami)
+        address = f"image {template} {ami.name}"
+        aws_id = ",".join(a.ami_id for a in ami.amis)
+        base = {"template": template, "run": run.uuid, "dev_box": live.host_source, "ami_build": ami.name,
+                "dev_box_source": live.host_source, "ami_source": live.manifest_source}
+        findings += _package_findings(group, address, aws_id, base, live.diffs, live.host_source)
+        rows.append({
+            "template": template, "run": run.uuid, "template_version": ami.template_version,
+            "dev_box": live.host_source, "ami": ami.artifact_id,
+            "sandbox_ami": ",".join(s for a in ami.amis if (s := catalog.sandbox_ids.get(a.ami_id))) or None,
+            "packages_compared": live.compared,
+            "differences": sum(not d.allowed for d in live.diffs),
+            "allowed": sum(d.allowed for d in live.diffs),
+            "configs_compared": 0,
+            "container_images": list(ami.container_images),
+            "dev_box_source": live.host_source, "ami_source": live.manifest_source,
+        })
+    return findings, rows
 
 
 # --------------------------------------------------------------------------- report
@@ -342,5 +400,7 @@ def parity_table(
                     "differences": sum(not d.allowed for d in pkgs) + sum(not c.allowed for c in cfgs),
                     "allowed": sum(d.allowed for d in pkgs) + sum(c.allowed for c in cfgs),
                     "container_images": list(ami.container_images),
+                    "dev_box_source": f"manifest {box.packages_path or box.artifact_id}" if box else None,
+                    "ami_source": f"manifest {ami.packages_path or ami.artifact_id}",
                 })
     return rows

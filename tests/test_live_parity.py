@@ -1,0 +1,136 @@
+"""Live parity (issue 14 item 2): the dev box read live through testinfra, against the current run's AMI manifests.
+
+- Plain data: ``--dev-box`` is a setting (flag, env, ini) documented in README's Options table; without it the
+  content check reports the recorded vagrant manifest as its source; a dev box that refuses the connection is a
+  HostPackagesError (a ToolError: the suite's test errors) naming the URL, never a fallback to the manifests.
+- One embedded host (systemd-nspawn, Debian 12) as the "dev box": the AMI builds' package manifests of a copy of
+  the seed's debian11-base current run are written from the host's own ``dpkg-query`` output (what Packer
+  records at bake time): live parity finds nothing. Then curl is changed in place (a package rebuilt with
+  dpkg-deb at another version): live parity names exactly curl, with the source ``live host <url>``.
+
+The host part needs root, systemd-nspawn, debootstrap (``tools/install-host-runtime``); it skips with the reason
+otherwise.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from immutable_infra.checks.parity import manifest_sources
+from immutable_infra.embedded_hosts import build_rootfs, leftovers, runtime_available, start_host
+from immutable_infra.errors import ToolError
+from immutable_infra.hosts import HostPackagesError, live_content_check, live_package_parity
+from immutable_infra.images import DPKG_COMMAND, load_allow_list, load_catalog
+from immutable_infra.settings import OPTIONS, env_name, flag_name, ini_name
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "fixtures" / "images"
+TEMPLATE = "debian11-base"
+#: A port nothing listens on: ssh is refused at once (no timeout to wait for).
+REFUSED = "ssh://nobody@127.0.0.1:1"
+
+
+def test_every_option_is_in_the_readme_options_table():
+    table = (ROOT / "README.md").read_text().split("## Options", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `--")]
+    for name in OPTIONS:
+        assert any(f"`{flag_name(name)}" in r and env_name(name) in r and ini_name(name) in r for r in rows), name
+
+
+def test_dev_box_setting_from_flag_env_and_ini(pytester, monkeypatch):
+    from immutable_infra.settings import from_pytest_config
+
+    monkeypatch.delenv(env_name("dev_box"), raising=False)
+    pytester.makeini("[pytest]\nimmutable_infra_dev_box = ssh://vagrant@ini:2222\n")
+    config = pytester.parseconfig()
+    s = from_pytest_config(config)
+    assert s.dev_box == "ssh://vagrant@ini:2222" and s.source("dev_box") == "ini key immutable_infra_dev_box"
+    monkeypatch.setenv(env_name("dev_box"), "ssh://vagrant@env:2222")
+    s = from_pytest_config(pytester.parseconfig())
+    assert s.dev_box == "ssh://vagrant@env:2222" and s.source("dev_box") == "IMMUTABLE_INFRA_DEV_BOX"
+    s = from_pytest_config(pytester.parseconfig("--dev-box", "ssh://vagrant@127.0.0.1:2222"))
+    assert s.dev_box == "ssh://vagrant@127.0.0.1:2222" and s.given("dev_box", s.dev_box).startswith("--dev-box ")
+
+
+def test_without_a_dev_box_the_source_is_the_recorded_manifest():
+    catalog = load_catalog(IMAGES)
+    run = catalog.template(TEMPLATE).current.uuid
+    assert manifest_sources(catalog, [TEMPLATE]) == [f"manifest {IMAGES / TEMPLATE / run / 'dev-box.packages.txt'}"]
+
+
+def test_an_unreachable_dev_box_is_a_tool_error_naming_the_url():
+    catalog = load_catalog(IMAGES)
+    started = time.monotonic()
+    with pytest.raises(HostPackagesError) as refused:
+        live_content_check("prd-sg-slave", [TEMPLATE], catalog, None, REFUSED)
+    assert isinstance(refused.value, ToolError) and str(refused.value).startswith(f"{REFUSED}: cannot list packages")
+    assert time.monotonic() - started < 30
+
+
+# -- one embedded host as the dev box ------------------------------------------------------------
+
+
+def ssh(handle, script: str) -> str:
+    proc = subprocess.run(handle.ssh_command("sh", "-c", f"'{script}'"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{script}: {proc.stderr}"
+    return proc.stdout
+
+
+def test_live_parity_names_the_package_changed_on_the_dev_box(tmp_path, record_property):
+    reason = runtime_available()
+    if reason:
+        pytest.skip(reason)
+    rootfs = build_rootfs("debian12-base")
+    images = tmp_path / "images"
+    shutil.copytree(IMAGES, images)
+    allow = load_allow_list(images / "parity.toml")
+    started = time.monotonic()
+    handle = start_host("i-0devbox00000000a1", "10.21.0.10", rootfs, tmp_path / "run")
+    try:
+        # What Packer records at bake time: the image's dpkg-query output, here the host's own.
+        baked = ssh(handle, DPKG_COMMAND.replace("'", '"').replace("$", "\\$"))
+        catalog = load_catalog(images)
+        run = catalog.template(TEMPLATE).current
+        assert len(run.ami_builds) == 2
+        for ami in run.ami_builds:
+            ami.packages_path.write_text(baked)
+        catalog = load_catalog(images)
+
+        clean = live_content_check("prd-sg-slave", [TEMPLATE], catalog, allow, handle.url)
+        assert clean.findings == [] and clean.source == f"live host {handle.url}", [f.found for f in clean.findings]
+        assert [r["ami_source"] for r in clean.rows] == [f"manifest {a.packages_path}" for a in run.ami_builds]
+        assert all(r["packages_compared"] > 100 and r["dev_box_source"] == clean.source for r in clean.rows)
+
+        curl = ssh(handle, "dpkg-query -W -f=\\${Version} curl")
+        ssh(handle, "set -e; d=/tmp/curl-fault; mkdir -p $d/DEBIAN; "
+                    f"printf \"Package: curl\\nVersion: {curl}+fault1\\nArchitecture: amd64\\n"
+                    "Maintainer: test <t@example.com>\\nDescription: curl changed in place\\n\" > $d/DEBIAN/control; "
+                    "dpkg-deb --build $d /tmp/curl-fault.deb >/dev/null; dpkg -i /tmp/curl-fault.deb >/dev/null")
+
+        one = live_package_parity(handle.url, run.ami_builds[0].packages_path, allow, template=TEMPLATE)
+        changed = live_content_check("prd-sg-slave", [TEMPLATE], catalog, allow, handle.url)
+    finally:
+        handle.stop()
+    record_property("seconds", round(time.monotonic() - started, 1))
+
+    assert one.host_source == f"live host {handle.url}"
+    assert one.manifest_source == f"manifest {run.ami_builds[0].packages_path}"
+    assert [(d.name, d.change, d.dev_version, d.ami_version) for d in one.violations] == [
+        ("curl", "changed", f"{curl}+fault1", curl)]
+    assert sorted((f.address, f.detail["package"]) for f in changed.findings) == [
+        (f"image {TEMPLATE} {a.name}", "curl") for a in run.ami_builds]
+    for f in changed.findings:
+        assert f.expected == f"package curl {curl}+fault1 (amd64) as on the dev box live host {handle.url}"
+        assert f.found == f"package curl {curl} (amd64) on the AMI"
+        assert f.detail["dev_box_source"] == f"live host {handle.url}"
+    assert [r["differences"] for r in changed.rows] == [1, 1]
+
+    with pytest.raises(HostPackagesError) as gone:  # the box stopped: an error naming it, never a fallback
+        live_content_check("prd-sg-slave", [TEMPLATE], catalog, allow, handle.url)
+    assert handle.link_ip in str(gone.value)
+    assert leftovers(only=[handle.netns]) == []
