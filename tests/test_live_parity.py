@@ -134,3 +134,51 @@ def test_live_parity_names_the_package_changed_on_the_dev_box(tmp_path, record_p
         live_content_check("prd-sg-slave", [TEMPLATE], catalog, allow, handle.url)
     assert handle.link_ip in str(gone.value)
     assert leftovers(only=[handle.netns]) == []
+
+
+# -- the suite's code, called with stand-in fixtures (no session: applying a group takes minutes) ---------------
+
+
+class _Report:
+    def __init__(self):
+        self.facts, self.tables, self.findings_ = {}, {}, []
+
+    def findings(self, group, check, findings):
+        self.findings_ += findings
+
+    def fact(self, group, check, **facts):
+        self.facts.update(facts)
+
+    def table(self, group, check, name, rows):
+        self.tables[name] = rows
+
+
+def _run_suite_test(dev_box):
+    from types import SimpleNamespace
+
+    import suites.test_image_parity as suite
+    from immutable_infra.settings import Settings
+
+    settings = Settings(dev_box=dev_box, sources={"dev_box": "--dev-box"} if dev_box else {})
+    group = SimpleNamespace(name="prd-sg-slave", config=SimpleNamespace(roles={"reverse-proxy": None}))
+    report = _Report()
+    catalog = load_catalog(IMAGES)
+    image_catalog = (catalog, load_allow_list(IMAGES / "parity.toml"))
+    # what the live_dev_box fixture runs (there, the pytest.fail of cannot_check is a test error)
+    live = suite.read_dev_box(group, image_catalog, SimpleNamespace(settings=settings, _sandbox=None))
+    suite.test_dev_box_matches_the_ami(group, None, image_catalog, live, report)
+    return report, catalog
+
+
+def test_the_suite_reports_the_manifest_source_without_a_dev_box():
+    report, catalog = _run_suite_test(None)
+    run = catalog.template(TEMPLATE).current.uuid
+    assert report.facts == {"dev_box_source": f"manifest {IMAGES / TEMPLATE / run / 'dev-box.packages.txt'}"}
+    assert report.findings_ == [] and report.tables["parity"]
+
+
+def test_the_suite_errors_on_an_unreachable_dev_box_and_does_not_fall_back():
+    with pytest.raises(pytest.fail.Exception) as failed:
+        _run_suite_test(REFUSED)
+    message = str(failed.value)
+    assert message.startswith(f"parity: the dev box --dev-box {REFUSED} cannot run: {REFUSED}: cannot list packages")
