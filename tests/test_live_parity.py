@@ -182,3 +182,40 @@ def test_the_suite_errors_on_an_unreachable_dev_box_and_does_not_fall_back():
         _run_suite_test(REFUSED)
     message = str(failed.value)
     assert message.startswith(f"parity: the dev box --dev-box {REFUSED} cannot run: {REFUSED}: cannot list packages")
+
+
+# -- a session: the suite with --dev-box at a box that refuses (about 35 s: chaos-lab applied in embedded moto) --
+
+
+def test_a_session_with_an_unreachable_dev_box_errors_naming_it(tmp_path, record_property):
+    import json
+    import os
+    import sys
+    import xml.etree.ElementTree as ET
+
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "tests" / "groups" / "chaos-lab", project / "groups" / "chaos-lab")  # two instances
+    shutil.copy(ROOT / "tests" / "roles.toml", project / "roles.toml")
+    shutil.copytree(IMAGES, project / "images")  # the seed's manifests: microservice is built by debian11-base
+    shutil.copytree(ROOT / "suites", project / "suites")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMMUTABLE_INFRA_", "PYTEST_"))}
+    env["IMMUTABLE_INFRA_HOME"] = str(project / "home")
+    if os.environ.get("IMMUTABLE_INFRA_CACHE"):
+        env["IMMUTABLE_INFRA_CACHE"] = os.environ["IMMUTABLE_INFRA_CACHE"]
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--groups-dir", "groups", "--group",
+         "chaos-lab", "--no-hosts", "--reports-dir", str(project / "reports"), f"--junitxml={project / 'junit.xml'}",
+         "--dev-box", REFUSED, "suites/test_image_parity.py", "-k", "dev_box"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    record_property("seconds", round(time.monotonic() - started, 1))
+    cases = list(ET.parse(project / "junit.xml").getroot().iter("testcase"))
+    assert [c.get("name") for c in cases] == ["test_dev_box_matches_the_ami[chaos-lab]"], proc.stdout[-3000:]
+    [error] = [child for child in cases[0] if child.tag in ("error", "failure", "skipped")] or [None]
+    assert error is not None and error.tag == "error", proc.stdout[-3000:]  # not a pass, a finding or a fallback
+    message = error.get("message") or ""
+    assert f"parity: the dev box --dev-box {REFUSED} cannot run: {REFUSED}: cannot list packages" in message, message
+    assert "Connection refused" in message and "CommandResult" not in message, message
+    assert "chaos-lab checks: parity error" in proc.stdout, proc.stdout[-3000:]
+    summary = json.loads((project / "reports" / "summary.json").read_text())
+    assert REFUSED in json.dumps(summary)

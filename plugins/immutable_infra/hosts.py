@@ -100,8 +100,7 @@ class TestinfraPackages:
             command = DPKG_COMMAND if has_dpkg else RPM_COMMAND
             result = host.run(command) if has_dpkg or has_rpm else None
         except Exception as exc:  # testinfra's transport errors (ssh exits 255: RuntimeError)
-            cause = " ".join(str(exc).split())[-500:] or type(exc).__name__
-            raise HostPackagesError(f"{self.host_url}: cannot list packages: {cause}") from exc
+            raise HostPackagesError(f"{self.host_url}: cannot list packages: {_cause(exc)}") from exc
         if result is None:
             raise HostPackagesError(f"{self.host_url}: neither dpkg-query nor rpm found; cannot list packages")
         if result.rc != 0:
