@@ -6,7 +6,9 @@
 - One embedded host (systemd-nspawn, Debian 12) as the "dev box": the AMI builds' package manifests of a copy of
   the seed's debian11-base current run are written from the host's own ``dpkg-query`` output (what Packer
   records at bake time): live parity finds nothing. Then curl is changed in place (a package rebuilt with
-  dpkg-deb at another version): live parity names exactly curl, with the source ``live host <url>``.
+  dpkg-deb at another version): live parity names exactly curl, with the source ``live host <url>``, and so does
+  a session of ``suites/test_image_parity.py --dev-box <the host's URL>`` on chaos-lab (applied in embedded moto).
+- A session with ``--dev-box`` at a box that refuses: the content test is an error naming the URL.
 
 The host part needs root, systemd-nspawn, debootstrap (``tools/install-host-runtime``); it skips with the reason
 otherwise.
@@ -114,6 +116,10 @@ def test_live_parity_names_the_package_changed_on_the_dev_box(tmp_path, record_p
 
         one = live_package_parity(handle.url, run.ami_builds[0].packages_path, allow, template=TEMPLATE)
         changed = live_content_check("prd-sg-slave", [TEMPLATE], catalog, allow, handle.url)
+        # the same through the suite: pytest suites/test_image_parity.py --dev-box <the host's url>
+        session_started = time.monotonic()
+        proc, failure, summary = _session(tmp_path, handle.url, images)
+        record_property("session_seconds", round(time.monotonic() - session_started, 1))
     finally:
         handle.stop()
     record_property("seconds", round(time.monotonic() - started, 1))
@@ -129,6 +135,16 @@ def test_live_parity_names_the_package_changed_on_the_dev_box(tmp_path, record_p
         assert f.found == f"package curl {curl} (amd64) on the AMI"
         assert f.detail["dev_box_source"] == f"live host {handle.url}"
     assert [r["differences"] for r in changed.rows] == [1, 1]
+
+    assert failure is not None and failure.tag == "failure", proc.stdout[-3000:]
+    text = (failure.get("message") or "") + (failure.text or "")
+    assert f"chaos-lab: the dev box (live host {handle.url}) and the AMI differ" in text, text
+    assert f"package curl {curl}+fault1 (amd64) as on the dev box live host {handle.url}" in text, text
+    assert text.count("[parity] chaos-lab image debian11-base") == 2, text  # curl, once per AMI build, nothing else
+    import json
+
+    parity = json.loads(summary.read_text())
+    assert f"live host {handle.url}" in json.dumps(parity) and "dev_box_source" in json.dumps(parity)
 
     with pytest.raises(HostPackagesError) as gone:  # the box stopped: an error naming it, never a fallback
         live_content_check("prd-sg-slave", [TEMPLATE], catalog, allow, handle.url)
@@ -184,38 +200,46 @@ def test_the_suite_errors_on_an_unreachable_dev_box_and_does_not_fall_back():
     assert message.startswith(f"parity: the dev box --dev-box {REFUSED} cannot run: {REFUSED}: cannot list packages")
 
 
-# -- a session: the suite with --dev-box at a box that refuses (about 35 s: chaos-lab applied in embedded moto) --
+# -- sessions: the suite with --dev-box (each about 35 s: chaos-lab applied in embedded moto) ----------------------
 
 
-def test_a_session_with_an_unreachable_dev_box_errors_naming_it(tmp_path, record_property):
-    import json
+def _session(tmp_path, dev_box, images=IMAGES):
+    """pytest suites/test_image_parity.py -k dev_box on chaos-lab (two microservice instances) with --dev-box."""
     import os
     import sys
     import xml.etree.ElementTree as ET
 
     project = tmp_path / "project"
-    shutil.copytree(ROOT / "tests" / "groups" / "chaos-lab", project / "groups" / "chaos-lab")  # two instances
+    shutil.copytree(ROOT / "tests" / "groups" / "chaos-lab", project / "groups" / "chaos-lab")
+    with (project / "groups" / "chaos-lab" / "group.toml").open("a") as toml:  # its two instances, declared
+        toml.write("\n[roles]\nmicroservice = 2\n")
     shutil.copy(ROOT / "tests" / "roles.toml", project / "roles.toml")
-    shutil.copytree(IMAGES, project / "images")  # the seed's manifests: microservice is built by debian11-base
+    shutil.copytree(images, project / "images")  # the seed's manifests: microservice is built by debian11-base
     shutil.copytree(ROOT / "suites", project / "suites")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMMUTABLE_INFRA_", "PYTEST_"))}
     env["IMMUTABLE_INFRA_HOME"] = str(project / "home")
     if os.environ.get("IMMUTABLE_INFRA_CACHE"):
         env["IMMUTABLE_INFRA_CACHE"] = os.environ["IMMUTABLE_INFRA_CACHE"]
-    started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--groups-dir", "groups", "--group",
          "chaos-lab", "--no-hosts", "--reports-dir", str(project / "reports"), f"--junitxml={project / 'junit.xml'}",
-         "--dev-box", REFUSED, "suites/test_image_parity.py", "-k", "dev_box"],
+         "--dev-box", dev_box, "suites/test_image_parity.py", "-k", "dev_box"],
         cwd=project, env=env, capture_output=True, text=True, timeout=600)
-    record_property("seconds", round(time.monotonic() - started, 1))
     cases = list(ET.parse(project / "junit.xml").getroot().iter("testcase"))
     assert [c.get("name") for c in cases] == ["test_dev_box_matches_the_ami[chaos-lab]"], proc.stdout[-3000:]
-    [error] = [child for child in cases[0] if child.tag in ("error", "failure", "skipped")] or [None]
+    outcome = [child for child in cases[0] if child.tag in ("error", "failure", "skipped")]
+    return proc, outcome[0] if outcome else None, project / "reports" / "summary.json"
+
+
+def test_a_session_with_an_unreachable_dev_box_errors_naming_it(tmp_path, record_property):
+    import json
+
+    started = time.monotonic()
+    proc, error, summary = _session(tmp_path, REFUSED)
+    record_property("seconds", round(time.monotonic() - started, 1))
     assert error is not None and error.tag == "error", proc.stdout[-3000:]  # not a pass, a finding or a fallback
     message = error.get("message") or ""
     assert f"parity: the dev box --dev-box {REFUSED} cannot run: {REFUSED}: cannot list packages" in message, message
     assert "Connection refused" in message and "CommandResult" not in message, message
     assert "chaos-lab checks: parity error" in proc.stdout, proc.stdout[-3000:]
-    summary = json.loads((project / "reports" / "summary.json").read_text())
-    assert REFUSED in json.dumps(summary)
+    assert REFUSED in summary.read_text()
