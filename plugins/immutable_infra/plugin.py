@@ -46,7 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(flag, action="append", default=[], dest=name,
                             metavar="NAME" if name == "group" else "KEY=VALUE|FILE", help=f"{help_text} [env {env}]")
         else:
-            group.addoption(flag, action="store", default=None, dest=name, metavar="URL" if name == "dev_box" else name.split("_")[-1].upper(),
+            metavar = "URL" if name == "dev_box" else name.split("_")[-1].upper()
+            group.addoption(flag, action="store", default=None, dest=name, metavar=metavar,
                             help=f"{help_text} [env {env}]")
         parser.addini(settings_mod.ini_name(name), help_text, type=ini_type if ini_type != "bool" else "bool",
                       default=default if ini_type != "string" else None)
