@@ -1,6 +1,6 @@
 """Group hosts: the embedded hosts of an applied group's running instances, for the host suite.
 
-The plugin's ``infra_hosts`` fixture asks :func:`why_not_checked` first (cheap:
+The plugin's ``infra_hosts`` fixture asks :func:`why_not_at_all` first (cheap:
 no host is built when hosts are off, the runtime is missing, the endpoint is
 not the embedded sandbox, or no running instance has a role with a
 ``[roles.NAME.host]`` contract), then :func:`start_group_hosts` builds one
