@@ -214,6 +214,15 @@ class GroupConfig(_Model):
         return sorted({INPUT_REF.match(ref)["group"] for ref in self.inputs.values()})
 
 
+def _port_list(value: Any, example: str) -> list[int]:
+    """A ``ports`` list of TCP port numbers, or the one-line error naming an example."""
+    if not isinstance(value, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in value
+    ):
+        raise ValueError(f"ports must be a list of port numbers 1-65535, e.g. ports = {example}; got {value!r}")
+    return list(value)
+
+
 def _context(info: ValidationInfo, key: str) -> str:
     return str((info.context or {}).get(key, "?"))
 
@@ -298,11 +307,7 @@ class HostContract(_Model):
     @field_validator("ports", mode="before")
     @classmethod
     def _ports(cls, value: Any) -> Any:
-        if not isinstance(value, list) or not all(
-            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in value
-        ):
-            raise ValueError(f"ports must be a list of port numbers 1-65535, e.g. ports = [8500]; got {value!r}")
-        return list(value)
+        return _port_list(value, "[8500]")
 
     @field_validator("ports_exclusive")
     @classmethod
@@ -359,11 +364,7 @@ class RoleConfig(_Model):
     @field_validator("ports", mode="before")
     @classmethod
     def _ports(cls, value: Any) -> Any:
-        if not isinstance(value, list) or not all(
-            isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in value
-        ):
-            raise ValueError(f"ports must be a list of port numbers 1-65535, e.g. ports = [80, 443]; got {value!r}")
-        return list(value)
+        return _port_list(value, "[80, 443]")
 
     @field_validator("host", mode="before")
     @classmethod
