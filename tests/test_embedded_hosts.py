@@ -221,3 +221,15 @@ def test_a_groups_running_instances_become_hosts_configured_by_their_roles(rootf
         assert ips[ids["odd"]] in [str(a) for a in odd.interface("eth0").addresses]
     assert leftovers(only=[h.netns for h in group.hosts.values()]) == []
     assert_no_leftovers(before)
+
+
+def test_a_boot_that_ran_out_of_inotify_instances_names_the_sysctl(tmp_path):
+    from immutable_infra.embedded_hosts import _console_hint
+
+    log = tmp_path / "console.log"
+    log.write_text("Failed to create control group inotify object: Too many open files\n"
+                   "Failed to allocate manager object: Too many open files\n")
+    assert "fs.inotify.max_user_instances" in _console_hint(log)
+    log.write_text("Welcome to Debian GNU/Linux 12 (bookworm)!\n")
+    assert _console_hint(log) == ""
+    assert _console_hint(tmp_path / "missing.log") == ""

@@ -462,6 +462,15 @@ def _prepare(handle: HostHandle, rootfs: Path, host_ip: str) -> None:
         _run(["ip", "-n", ns, *cmd[1:]], f"{what}: in namespace {ns}")
 
 
+def _console_hint(console_log: Path) -> str:
+    """What to do about a boot failure the console names, or ''."""
+    with contextlib.suppress(OSError):
+        if "Too many open files" in console_log.read_text(errors="replace"):
+            return ("; the container's systemd ran out of inotify instances: raise fs.inotify.max_user_instances"
+                    " (tools/install-host-runtime sets 8192)")
+    return ""
+
+
 def _wait_for_ssh(handle: HostHandle, timeout: float, command: str) -> None:
     """Until ``ssh root@<link ip> true`` succeeds, nspawn exits, or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -471,7 +480,7 @@ def _wait_for_ssh(handle: HostHandle, timeout: float, command: str) -> None:
         if handle.process.poll() is not None:
             raise EmbeddedHostError(
                 f"host {handle.name}: `{command}` exited {handle.process.returncode} before ssh answered"
-                f" (console log: {handle.console_log})"
+                f" (console log: {handle.console_log}){_console_hint(handle.console_log)}"
             )
         with contextlib.suppress(OSError), socket.create_connection((handle.link_ip, 22), timeout=1):
             try:
