@@ -48,8 +48,10 @@ def start_and_kill(name: str, run_dir: Path) -> dict:
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-    assert any(item.startswith("process ") and "systemd-nspawn" in item for item in leftovers(only=[host["netns"]]))
-    assert f"netns {host['netns']}" in leftovers(only=[host["netns"]])
+    there = leftovers(only=[host["netns"]])
+    kinds = {item.split()[0] for item in there}
+    assert {"netns", "link", "mount", "process", "link-address"} <= kinds, there
+    assert any(item.startswith("process ") and "systemd-nspawn" in item for item in there), there
     return host
 
 
@@ -98,3 +100,27 @@ def test_down_stops_the_runs_hosts_and_says_so(tmp_path, moto_server):
     finally:
         if run.path.exists():
             stop_leftover_hosts(run.path)
+
+
+@pytest.mark.parametrize("forget", [False, True])
+def test_down_keeps_a_run_whose_hosts_are_left_and_names_them(tmp_path, moto_server, monkeypatch, capsys, forget):
+    from immutable_infra import cli
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("IMMUTABLE_INFRA_HOME", str(home))
+    run = Run.create(home, "hostleft1", TEST_GROUPS, moto_server.url)
+    run.keep = True
+    run.save()
+
+    def left(root):
+        assert Path(root) == run.path
+        raise HostsLeftError("x", ["iih-00c0ffee (i-1)"], ["netns iih-0badf00d"], "stopping embedded hosts needs root")
+
+    monkeypatch.setattr(embedded_hosts, "stop_leftover_hosts", left)
+    args = cli.parser().parse_args(["down", "--run-id", "hostleft1"] + (["--forget"] if forget else []))
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "embedded hosts stopped: iih-00c0ffee (i-1)" in err
+    assert "embedded hosts of run hostleft1 left (stopping embedded hosts needs root):\n  netns iih-0badf00d" in err
+    assert "NOT" in err
+    assert Run.exists(home, "hostleft1"), "a run with hosts left must stay in the run store"
