@@ -124,3 +124,31 @@ def test_down_keeps_a_run_whose_hosts_are_left_and_names_them(tmp_path, moto_ser
     assert "embedded hosts of run hostleft1 left (stopping embedded hosts needs root):\n  netns iih-0badf00d" in err
     assert "NOT" in err
     assert Run.exists(home, "hostleft1"), "a run with hosts left must stay in the run store"
+
+
+@needs_runtime
+def test_reap_stops_the_hosts_of_a_run_it_deletes(tmp_path, moto_server):
+    import boto3
+
+    home = tmp_path / "home"
+    run = Run.create(home, "hostreap1", TEST_GROUPS, moto_server.url)
+    run.keep = True
+    run.save()
+    ec2 = boto3.client("ec2", endpoint_url=moto_server.url, region_name="ap-southeast-1",
+                       aws_access_key_id="t", aws_secret_access_key="t")
+    tags = [{"Key": "Run", "Value": "hostreap1"}, {"Key": "ExpiresAt", "Value": "2020-01-01T00:00:00+00:00"},
+            {"Key": "Group", "Value": "g"}]
+    ec2.create_vpc(CidrBlock="10.71.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}])
+    host = start_and_kill("i-0aaaabbbbccccdddd", run.path / "hosts" / "g")
+    try:
+        env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(home)}
+        reap = subprocess.run(CLI + ["reap", "--run-id", "hostreap1", "--aws-endpoint", moto_server.url,
+                                     "--region", "ap-southeast-1"],
+                              env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert reap.returncode == 0, reap.stderr
+        assert f"embedded hosts stopped: {host['netns']} (i-0aaaabbbbccccdddd)" in reap.stderr, reap.stderr
+        assert leftovers(only=[host["netns"]]) == []
+        assert not Run.exists(home, "hostreap1")
+    finally:
+        if run.path.exists():
+            stop_leftover_hosts(run.path)
