@@ -19,7 +19,8 @@ The container has no default route: no package mirror, no internet.
 Everything one host creates is named ``iih-<hash>``: the network namespace,
 the root-side veth, the directory in the run dir that holds the overlay. So
 :func:`leftovers` can find what a crashed session left without any state of
-its own.
+its own, and :func:`stop_leftover_hosts` stops the hosts whose directories are
+under a run's folder (what ``immutable-infra down`` does after a SIGKILL).
 
 Needs root, ``systemd-nspawn`` (systemd-container), ``debootstrap`` and
 ``ip`` (iproute2): ``tools/install-host-runtime`` installs them;
@@ -306,7 +307,7 @@ class HostHandle:
         """Power the host off (nspawn passes SIGTERM on as SIGRTMIN+4; killed after POWEROFF_TIMEOUT), remove veth
         and netns, nspawn's lock and propagate directory, unmount the overlay, free the link address."""
         if self.process is not None:
-            _stop_nspawn(self.process, self.merged)
+            _stop_nspawn(self.process)
             self.process = None
         errors = _undo_host(self.netns, self.merged, lock=self.nspawn_lock, slot=self._slot)
         self._mounted = False
@@ -344,8 +345,8 @@ def _processes_in(root: Path) -> list[int]:
     return pids
 
 
-def _stop_nspawn(process: subprocess.Popen, merged: Path) -> None:
-    """Ask systemd in the container to power off (through nspawn); kill what is left after POWEROFF_TIMEOUT."""
+def _stop_nspawn(process: subprocess.Popen) -> None:
+    """Ask systemd in the container to power off (through nspawn); kill nspawn's group after POWEROFF_TIMEOUT."""
     if process.poll() is None:  # nspawn turns SIGTERM into --kill-signal (SIGRTMIN+4: poweroff) for the container
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGTERM)
@@ -356,12 +357,7 @@ def _stop_nspawn(process: subprocess.Popen, merged: Path) -> None:
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-    for pid in _processes_in(merged):  # a container init that outlived its nspawn
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _processes_in(merged) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    # a container init that outlived its nspawn is killed by _undo_host (_kill_processes), as for a leftover host
 
 
 def _nspawn_pids(netns: str) -> list[int]:
