@@ -86,10 +86,16 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     Exits 0 only when nothing tagged with the run remains (the run then leaves the store); otherwise 1, naming
     each resource left. ``--forget`` drops a run whose endpoint is gone for good, saying what may remain.
+    First, the embedded hosts a killed session left under the run's folder are stopped (both with ``--forget``);
+    one that is left (not root) is named and keeps the run in the store too.
     """
     home = default_home()
     run = Run.load(home, args.run_id)
+    hosts_left = _stop_hosts(run)
     if args.forget:
+        if hosts_left:
+            _say(f"run {run.id} is NOT forgotten: its embedded hosts named above are still there")
+            return 1
         return _forget(run)
     endpoint = args.aws_endpoint or run.endpoint
     s = _settings(args, [], run.id)
@@ -113,12 +119,31 @@ def cmd_down(args: argparse.Namespace) -> int:
     for p in problems:
         _say(p)
     regions = ", ".join(harness.deployer._regions()) or "no region"
-    if problems:
+    if problems or hosts_left:
         _say(f"run {run.id} is NOT destroyed: what is named above is still there; it stays in `immutable-infra runs`")
         return 1
     run.forget()
-    _say(f"run {run.id} destroyed: nothing tagged Run={run.id} remains ({regions}); removed from the run store")
+    _say(f"run {run.id} destroyed: nothing tagged Run={run.id} remains ({regions}) and no embedded host of it runs; "
+         "removed from the run store")
     return 0
+
+
+def _stop_hosts(run: Run) -> list[str]:
+    """Stop the embedded hosts a killed session left under the run's folder; say which; return what is left."""
+    from immutable_infra.embedded_hosts import HostsLeftError, stop_leftover_hosts
+
+    why = None
+    try:
+        stopped, left = stop_leftover_hosts(run.path), []
+    except HostsLeftError as exc:
+        stopped, left, why = exc.stopped, exc.remaining, exc.reason
+    if stopped:
+        _say(f"embedded hosts stopped: {', '.join(stopped)}")
+    if left:
+        _say(f"embedded hosts of run {run.id} left{f' ({why})' if why else ''}:")
+        for line in left:
+            _say(f"  {line}")
+    return left
 
 
 def _forget(run: Run) -> int:
@@ -221,9 +246,18 @@ def cmd_reap(args: argparse.Namespace) -> int:
     if outcome.left or found.errors:
         _say(f"reap incomplete: {len(outcome.left)} resource(s) left; run it again, or delete them by hand")
         return 1
+    hosts_left = []
     for run_id in chosen:
         if Run.exists(default_home(), run_id):
-            Run.load(default_home(), run_id).forget()
+            run = Run.load(default_home(), run_id)
+            left = _stop_hosts(run)
+            if left:
+                hosts_left += left
+                continue  # stays in the run store: `down` or `reap` again, as root, stops them
+            run.forget()
+    if hosts_left:
+        _say(f"reap incomplete: {len(hosts_left)} embedded host item(s) left (named above); run it again as root")
+        return 1
     _say(f"reaped {len(chosen)} run(s): {len(outcome.deleted)} resource(s) deleted")
     return 0
 

@@ -19,7 +19,8 @@ The container has no default route: no package mirror, no internet.
 Everything one host creates is named ``iih-<hash>``: the network namespace,
 the root-side veth, the directory in the run dir that holds the overlay. So
 :func:`leftovers` can find what a crashed session left without any state of
-its own.
+its own, and :func:`stop_leftover_hosts` stops the hosts whose directories are
+under a run's folder (what ``immutable-infra down`` does after a SIGKILL).
 
 Needs root, ``systemd-nspawn`` (systemd-container), ``debootstrap`` and
 ``ip`` (iproute2): ``tools/install-host-runtime`` installs them;
@@ -305,32 +306,12 @@ class HostHandle:
     def stop(self) -> None:
         """Power the host off (nspawn passes SIGTERM on as SIGRTMIN+4; killed after POWEROFF_TIMEOUT), remove veth
         and netns, nspawn's lock and propagate directory, unmount the overlay, free the link address."""
-        errors: list[str] = []
         if self.process is not None:
-            _stop_nspawn(self.process, self.merged)
+            _stop_nspawn(self.process)
             self.process = None
-        if _netns_exists(self.netns):
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(["ip", "link", "del", self.netns], capture_output=True, timeout=10)
-            proc = subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, text=True, timeout=10)
-            if proc.returncode != 0 and _netns_exists(self.netns):
-                errors.append(f"`ip netns del {self.netns}`: {proc.stderr.strip()}")
-        if self.nspawn_lock is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.nspawn_lock.unlink()
-        if self._mounted or _is_mounted(self.merged):
-            proc = subprocess.run(["umount", str(self.merged)], capture_output=True, text=True, timeout=30)
-            if proc.returncode != 0 and _is_mounted(self.merged):
-                proc = subprocess.run(["umount", "-l", str(self.merged)], capture_output=True, text=True, timeout=30)
-                if proc.returncode != 0:
-                    errors.append(f"`umount {self.merged}`: {proc.stderr.strip()}")
-            self._mounted = False
-        for leftover in NSPAWN_PROPAGATE.glob(self.netns + "*"):  # nspawn cannot remove it when /run is no tmpfs
-            with contextlib.suppress(OSError):
-                shutil.rmtree(leftover)
-        if self._slot is not None:
-            shutil.rmtree(SLOTS_DIR / str(self._slot), ignore_errors=True)
-            self._slot = None
+        errors = _undo_host(self.netns, self.merged, lock=self.nspawn_lock, slot=self._slot)
+        self._mounted = False
+        self._slot = None
         if errors:
             raise EmbeddedHostError(f"host {self.name}: stop left something behind: {'; '.join(errors)}")
 
@@ -364,8 +345,8 @@ def _processes_in(root: Path) -> list[int]:
     return pids
 
 
-def _stop_nspawn(process: subprocess.Popen, merged: Path) -> None:
-    """Ask systemd in the container to power off (through nspawn); kill what is left after POWEROFF_TIMEOUT."""
+def _stop_nspawn(process: subprocess.Popen) -> None:
+    """Ask systemd in the container to power off (through nspawn); kill nspawn's group after POWEROFF_TIMEOUT."""
     if process.poll() is None:  # nspawn turns SIGTERM into --kill-signal (SIGRTMIN+4: poweroff) for the container
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGTERM)
@@ -376,12 +357,101 @@ def _stop_nspawn(process: subprocess.Popen, merged: Path) -> None:
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-    for pid in _processes_in(merged):  # a container init that outlived its nspawn
+    # a container init that outlived its nspawn is killed by _undo_host (_kill_processes), as for a leftover host
+
+
+def _nspawn_pids(netns: str) -> list[int]:
+    """Pids of the systemd-nspawn processes running the host of network namespace ``netns`` (from their cmdline)."""
+    marker = f"--network-namespace-path={NETNS_DIR / netns}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            if marker in args and any(a.endswith(b"systemd-nspawn") for a in args[:1]):
+                pids.append(int(entry.name))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, which nobody may ever reap once its parent is gone, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+def _kill_processes(netns: str, merged: Path, timeout: float = POWEROFF_TIMEOUT) -> None:
+    """Stop the host's nspawn processes found by their cmdline (no Popen: a leftover of a killed session) and any
+    process whose root is ``merged``: SIGTERM (a poweroff, as nspawn passes it on), SIGKILL after ``timeout``."""
+    pids = [pid for pid in _nspawn_pids(netns) if _alive(pid)]
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while _processes_in(merged) and time.monotonic() < deadline:
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
+    for pid in pids + _processes_in(merged):
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while (any(_alive(p) for p in pids) or [p for p in _processes_in(merged) if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _nspawn_lock_of(merged: Path) -> Path | None:
+    """nspawn's lock file for ``merged`` (named after the overlay's device and inode), while it is mounted."""
+    if not _is_mounted(merged):
+        return None
+    with contextlib.suppress(OSError):
+        st = os.stat(merged)
+        return NSPAWN_LOCKS / f"inode-{st.st_dev}:{st.st_ino}"
+    return None
+
+
+def _slots_of(netns: str) -> list[Path]:
+    """The link-address slot directories whose owner file names ``netns``."""
+    found = []
+    with contextlib.suppress(OSError):
+        for p in SLOTS_DIR.iterdir():
+            with contextlib.suppress(OSError):
+                if (p / "owner").read_text().strip() == netns:
+                    found.append(p)
+    return found
+
+
+def _undo_host(netns: str, merged: Path, *, lock: Path | None = None, slot: int | None = None) -> list[str]:
+    """Undo what one host left once its nspawn is stopped or gone: stray processes, veth and netns, nspawn's lock
+    and propagate directory, the overlay mount, its link-address slot. Returns what could not be undone."""
+    errors: list[str] = []
+    _kill_processes(netns, merged)
+    if _netns_exists(netns) or (Path("/sys/class/net") / netns).exists():
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["ip", "link", "del", netns], capture_output=True, timeout=10)
+    if _netns_exists(netns):
+        proc = subprocess.run(["ip", "netns", "del", netns], capture_output=True, text=True, timeout=10)
+        if proc.returncode != 0 and _netns_exists(netns):
+            errors.append(f"`ip netns del {netns}`: {proc.stderr.strip()}")
+    lock = lock or _nspawn_lock_of(merged)
+    if lock is not None:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+    if _is_mounted(merged):
+        proc = subprocess.run(["umount", str(merged)], capture_output=True, text=True, timeout=30)
+        if proc.returncode != 0 and _is_mounted(merged):
+            proc = subprocess.run(["umount", "-l", str(merged)], capture_output=True, text=True, timeout=30)
+            if proc.returncode != 0:
+                errors.append(f"`umount {merged}`: {proc.stderr.strip()}")
+    for leftover in NSPAWN_PROPAGATE.glob(netns + "*"):  # nspawn cannot remove it when /run is no tmpfs
+        with contextlib.suppress(OSError):
+            shutil.rmtree(leftover)
+    slots = _slots_of(netns) + ([SLOTS_DIR / str(slot)] if slot is not None else [])
+    for path in dict.fromkeys(slots):
+        shutil.rmtree(path, ignore_errors=True)
+    return errors
 
 
 def start_host(
@@ -536,6 +606,82 @@ def leftovers(only: Iterable[str] = ()) -> list[str]:
             found.append(f"link-address slot {p.name} of {owner or '?'}")
     names = list(only)
     return [line for line in found if any(name in line for name in names)] if names else found
+
+
+class HostsLeftError(EmbeddedHostError):
+    """stop_leftover_hosts could not stop everything: ``stopped`` what it did stop, ``remaining`` what is left,
+    ``reason`` why nothing was tried (not root), or None when undoing failed."""
+
+    def __init__(self, message: str, stopped: list[str], remaining: list[str], reason: str | None = None) -> None:
+        super().__init__(message)
+        self.stopped = stopped
+        self.remaining = remaining
+        self.reason = reason
+
+
+_HOST_DIR = re.compile(rf"^{PREFIX}[0-9a-f]+$")
+
+
+def host_directories(root: Path | str) -> list[Path]:
+    """Every host directory (``iih-<id>``) under ``root``, at any depth, without descending into one."""
+    found = []
+    for top, dirs, _files in os.walk(root):
+        for name in list(dirs):
+            if _HOST_DIR.match(name):
+                found.append(Path(top) / name)
+                dirs.remove(name)
+    return sorted(found)
+
+
+def _host_label(directory: Path) -> str:
+    """``iih-<id> (<name>)``: the name (an instance id in a group) from the file start_host wrote into the overlay."""
+    for path in (directory / "upper" / "etc" / "immutable-infra-host", directory / "merged" / "etc" / "immutable-infra-host"):
+        with contextlib.suppress(OSError):
+            found = re.search(r"^name=(.+)$", path.read_text(), re.M)
+            if found:
+                return f"{directory.name} ({found.group(1).strip()})"
+    return directory.name
+
+
+def _stop_reason() -> str | None:
+    if os.name != "posix" or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "stopping embedded hosts needs root"
+    if _which("ip") is None:
+        return "stopping embedded hosts needs ip (iproute2): run tools/install-host-runtime"
+    return None
+
+
+def stop_leftover_hosts(root: Path | str) -> list[str]:
+    """Stop every embedded host whose directory is under ``root`` (a run's folder, say), from what is on the machine
+    alone (no HostHandle: the session that started them may have been killed). Returns ``iih-<id> (<name>)`` per
+    host that had something left; [] when nothing was there. Calling it again is fine.
+
+    Per host: its nspawn (found by ``--network-namespace-path`` in its cmdline) gets SIGTERM, then SIGKILL after
+    POWEROFF_TIMEOUT, as does any process whose root is its ``merged``; then what HostHandle.stop undoes. Raises
+    HostsLeftError (``stopped``, ``remaining``) naming what is left, when this is not root or undoing failed.
+    """
+    stopped: list[str] = []
+    remaining: list[str] = []
+    reason = _stop_reason()
+    for directory in host_directories(root):
+        netns = directory.name
+        merged = directory.resolve() / "merged"
+        there = leftovers(only=[netns])
+        if not there:
+            continue
+        if reason:
+            remaining += there
+            continue
+        errors = _undo_host(netns, merged)
+        left = leftovers(only=[netns])
+        if left or errors:
+            remaining += left or errors
+        else:
+            stopped.append(_host_label(directory))
+    if remaining:
+        why = f" ({reason})" if reason else ""
+        raise HostsLeftError(f"embedded hosts left under {root}{why}: {'; '.join(remaining)}", stopped, remaining, reason)
+    return stopped
 
 
 def assert_no_leftovers(before: Iterable[str] = ()) -> None:
