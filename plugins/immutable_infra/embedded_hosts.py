@@ -46,6 +46,7 @@ from typing import Any
 from filelock import FileLock
 
 from immutable_infra.errors import ToolError
+from immutable_infra.inventory import tags_of
 from immutable_infra.sandbox import default_cache_dir
 
 #: Prefix of every name this module creates (netns, veth, overlay directory).
@@ -850,7 +851,7 @@ def embedded_hosts_for_group(
             ip = instance.get("PrivateIpAddress")
             if not ip:
                 raise EmbeddedHostError(f"instance {instance_id}: no PrivateIpAddress in describe_instances")
-            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", []) or []}
+            tags = tags_of(instance.get("Tags"))
             handle = start_host(instance_id, ip, rootfs, run_dir)
             handle.instance_id = instance_id
             group.hosts[instance_id] = handle

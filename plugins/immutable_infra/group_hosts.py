@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from immutable_infra.config import HostContract
+from immutable_infra.inventory import tags_of
 
 if TYPE_CHECKING:
     from immutable_infra.embedded_hosts import GroupHosts, HostHandle
@@ -47,7 +48,7 @@ def contracted(instances: list[Mapping[str, Any]], roles: Mapping[str, Any]) -> 
     for instance in instances:
         if instance.get("State", {}).get("Name", "running") != "running":
             continue
-        role = {t["Key"]: t["Value"] for t in instance.get("Tags") or []}.get("Role")
+        role = tags_of(instance.get("Tags")).get("Role")
         if role in roles and roles[role].host is not None:
             out[instance["InstanceId"]] = role
     return out
@@ -55,7 +56,7 @@ def contracted(instances: list[Mapping[str, Any]], roles: Mapping[str, Any]) -> 
 
 def no_contract_reason(group: str, instances: list[Mapping[str, Any]], roles_file: Path) -> str:
     running = [i for i in instances if i.get("State", {}).get("Name", "running") == "running"]
-    used = sorted({t["Value"] for i in running for t in i.get("Tags") or [] if t["Key"] == "Role"})
+    used = sorted({tags["Role"] for tags in (tags_of(i.get("Tags")) for i in running) if "Role" in tags})
     if not running:
         return f"hosts: {group} has no running instance"
     return (f"hosts: no role of {group}'s running instances ({', '.join(used) or 'no Role tag'}) has a "
