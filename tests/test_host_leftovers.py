@@ -82,12 +82,18 @@ def test_a_killed_sessions_host_is_stopped_from_its_folder(tmp_path):
         stop_leftover_hosts(run)  # whatever failed above, nothing is left running
 
 
+def kept_run(home: Path, run_id: str, endpoint: str) -> Run:
+    """A run in the store under ``home``, as a session left it (kept), for down and reap to find."""
+    run = Run.create(home, run_id, TEST_GROUPS, endpoint)
+    run.keep = True
+    run.save()
+    return run
+
+
 @needs_runtime
 def test_down_stops_the_runs_hosts_and_says_so(tmp_path, moto_server):
     home = tmp_path / "home"
-    run = Run.create(home, "hostrun1", TEST_GROUPS, moto_server.url)
-    run.keep = True
-    run.save()
+    run = kept_run(home, "hostrun1", moto_server.url)
     host = start_and_kill("i-0fedcba987654321f", run.path / "hosts" / "g")
     try:
         env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(home)}
@@ -108,9 +114,7 @@ def test_down_keeps_a_run_whose_hosts_are_left_and_names_them(tmp_path, moto_ser
 
     home = tmp_path / "home"
     monkeypatch.setenv("IMMUTABLE_INFRA_HOME", str(home))
-    run = Run.create(home, "hostleft1", TEST_GROUPS, moto_server.url)
-    run.keep = True
-    run.save()
+    run = kept_run(home, "hostleft1", moto_server.url)
 
     def left(root):
         assert Path(root) == run.path
@@ -131,9 +135,7 @@ def test_reap_stops_the_hosts_of_a_run_it_deletes(tmp_path, moto_server):
     import boto3
 
     home = tmp_path / "home"
-    run = Run.create(home, "hostreap1", TEST_GROUPS, moto_server.url)
-    run.keep = True
-    run.save()
+    run = kept_run(home, "hostreap1", moto_server.url)
     ec2 = boto3.client("ec2", endpoint_url=moto_server.url, region_name="ap-southeast-1",
                        aws_access_key_id="t", aws_secret_access_key="t")
     tags = [{"Key": "Run", "Value": "hostreap1"}, {"Key": "ExpiresAt", "Value": "2020-01-01T00:00:00+00:00"},
