@@ -10,14 +10,20 @@
   ``{name: (version, architecture)}`` is a :class:`PackageSource`: a recorded
   manifest (:class:`ManifestPackages`) or a live host
   (:class:`TestinfraPackages`); :func:`live_package_parity` compares a live
-  dev box with an image build's manifest, and :func:`live_content_check` runs
-  the image parity content check that way (``--dev-box URL``).
+  dev box with an image build's manifest.
+- Live parity: :class:`LiveHost` reads a host's packages and, in one
+  command, the sha256 of named configuration files;
+  :func:`live_content_check` runs the image parity content check with the
+  dev box read live (``--dev-box URL``) and each AMI build read live from
+  its running instance when there is one (:class:`ImageHost`), else from its
+  recorded manifests.
   ``checks/parity.py`` never imports this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import shlex
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +37,7 @@ from immutable_infra.images import (
     RPM_COMMAND,
     AllowList,
     Build,
+    ConfigHashes,
     ImageCatalog,
     ImageManifestError,
     Packages,
@@ -334,40 +341,161 @@ def live_package_parity(
     return LivePackageParity(label, f"manifest {manifest_path}", tuple(diffs), len(set(live) | set(image)))
 
 
+class HostConfigsError(ToolError, RuntimeError):
+    """A live host's configuration files could not be hashed (a tool problem, not a finding)."""
+
+
+#: What the one-pass read prints for a path the host does not have.
+_ABSENT = "absent\t"
+
+
+def config_hash_command(paths: Iterable[str]) -> str:
+    """One shell command that prints ``sha256sum`` lines for the paths that exist and ``absent<TAB>PATH`` for the
+    others, and fails (exit 3) on a path that exists but cannot be hashed (a directory, no permission)."""
+    quoted = " ".join(shlex.quote(p) for p in paths)
+    return (f'for p in {quoted}; do if [ -e "$p" ] || [ -L "$p" ]; then sha256sum -- "$p" || exit 3; '
+            "else printf 'absent\\t%s\\n' \"$p\"; fi; done")
+
+
+def parse_config_read(text: str, paths: Iterable[str], url: str) -> ConfigHashes:
+    """The output of :func:`config_hash_command` -> path -> sha256 for the files present (absent ones left out).
+
+    Every asked path must be answered, hashed or absent, else :class:`HostConfigsError`:
+    a read that looked at fewer files than asked must not compare as equal.
+    """
+    from immutable_infra.images import parse_config_hashes
+
+    absent = {line[len(_ABSENT):] for line in text.splitlines() if line.startswith(_ABSENT)}
+    try:
+        hashes = parse_config_hashes("\n".join(line for line in text.splitlines() if not line.startswith(_ABSENT)),
+                                     f"{url} (sha256sum)")
+    except ImageManifestError as exc:
+        raise HostConfigsError(f"{url}: cannot hash configuration files: {exc.problem}") from None
+    unanswered = sorted(set(paths) - absent - set(hashes))
+    if unanswered:
+        raise HostConfigsError(f"{url}: the configuration file read did not answer for {', '.join(unanswered)}")
+    return {path: hashes[path] for path in sorted(hashes) if path in set(paths)}
+
+
+class LiveHost:
+    """A host read live for parity, through testinfra: its packages and the sha256 of named configuration files.
+
+    Each is read once (one command for all the files) and kept; ``source``
+    is what reports say the side came from (``live host <url>``).
+    A host that cannot be read raises :class:`HostPackagesError` or
+    :class:`HostConfigsError` (tool errors, never findings).
+    """
+
+    __test__ = False
+
+    def __init__(self, host_url: str, source: str | None = None, **kwargs: Any) -> None:
+        self.host_url = host_url
+        self.source = source or f"live host {host_url}"
+        self._kwargs = kwargs
+        self._packages = TestinfraPackages(host_url, **kwargs)
+        self._configs: dict[tuple[str, ...], ConfigHashes] = {}
+
+    def __repr__(self) -> str:
+        return f"LiveHost({self.host_url!r})"
+
+    def packages(self) -> Packages:
+        return self._packages.packages()
+
+    def configs(self, paths: Iterable[str]) -> ConfigHashes:
+        """sha256 of those of ``paths`` that exist on the host (a missing file is left out: a difference)."""
+        key = tuple(sorted(set(paths)))
+        if key not in self._configs:
+            self._configs[key] = self._hash(key) if key else {}
+        return self._configs[key]
+
+    def _hash(self, paths: tuple[str, ...]) -> ConfigHashes:
+        import testinfra
+
+        command = config_hash_command(paths)
+        try:
+            result = testinfra.get_host(self.host_url, **self._kwargs).run(command)
+        except Exception as exc:  # testinfra's transport errors
+            raise HostConfigsError(f"{self.host_url}: cannot hash configuration files: {_cause(exc)}") from exc
+        if result.rc != 0:
+            cause = " ".join((result.stderr or result.stdout or "").split())[-500:] or "no output"
+            raise HostConfigsError(f"{self.host_url}: cannot hash configuration files (exit {result.rc}): {cause}"
+                                   + ("; read the host as root (testinfra URL ?sudo=true)" if result.rc == 3 else ""))
+        return parse_config_read(result.stdout, paths, self.host_url)
+
+
+@dataclass(frozen=True)
+class ImageHost:
+    """A running instance of an AMI build, reachable as a host: the image side read live."""
+
+    instance_id: str
+    url: str
+
+
 @dataclass(frozen=True)
 class LiveContentCheck:
-    """The image parity content check against a live dev box: findings, report rows, and the source read."""
+    """The image parity content check against a live dev box: findings, report rows, and the sources read.
+
+    ``source`` is the dev box's; ``ami_source`` every AMI-side source, joined
+    (``live instance i-... at ssh://...`` and/or ``manifest <path>``);
+    ``image_hosts`` says whether and why not the image side was read live.
+    """
 
     source: str
     findings: list[Finding]
     rows: list[dict[str, Any]]
+    ami_source: str = ""
+    image_hosts: str = ""
 
 
 def live_content_check(
-    group: str, templates: Iterable[str], catalog: ImageCatalog, allow: AllowList | None, host: str | PackageSource,
-    **testinfra_kwargs: Any,
+    group: str, templates: Iterable[str], catalog: ImageCatalog, allow: AllowList | None, host: str | LiveHost,
+    *, image_hosts: Mapping[tuple[str, str], ImageHost] | None = None, no_image_host: str = "",
+    reader: Callable[..., LiveHost] | None = None, **testinfra_kwargs: Any,
 ) -> LiveContentCheck:
     """What ``suites/test_image_parity.py`` runs with ``--dev-box URL``: the live dev box against the current run.
 
-    The host's packages are read once (``dpkg-query``, else ``rpm``) and
-    compared, through :func:`live_package_parity` (the content check's diff
-    and ``parity.toml``), with the package manifest of every amazon-ebs build
-    of each template's current Packer run. An unreachable host raises
-    :class:`HostPackagesError` (a tool error: the test errors, it never falls
-    back to the recorded manifests).
+    The dev box's packages (``dpkg-query``, else ``rpm``) and the sha256 of
+    the configuration files the parity compares
+    (:func:`~immutable_infra.checks.parity.config_paths`) are read once, and
+    compared with every amazon-ebs build of each template's current Packer
+    run through the content check's diff and ``parity.toml``. The AMI side
+    of a build is read live, the same way, from its running instance when
+    ``image_hosts`` has one for ``(template, build name)``; else it is the
+    build's recorded package and config manifests (``no_image_host`` says
+    why, in ``LiveContentCheck.image_hosts``). A host that cannot be read
+    raises :class:`HostPackagesError`/:class:`HostConfigsError` (a tool
+    error: the test errors, it never falls back to the recorded manifests).
+
+    ``host`` is a testinfra URL or anything with LiveHost's ``source``,
+    ``packages()`` and ``configs(paths)``; ``reader(url, source,
+    **testinfra_kwargs)`` opens an image host (default :class:`LiveHost`).
     """
-    from immutable_infra.checks.parity import live_content_violations
+    from immutable_infra.checks.parity import compare_content, config_paths, live_content_violations
 
-    source = TestinfraPackages(host, **testinfra_kwargs) if isinstance(host, str) else host
-    label = f"live host {source.host_url}" if isinstance(source, TestinfraPackages) else f"live host {source!r}"
-    if isinstance(source, TestinfraPackages):
-        source.packages()  # reach the host before anything else: an unreachable dev box errors first
+    open_host = reader or LiveHost
+    dev = open_host(host, None, **testinfra_kwargs) if isinstance(host, str) else host
+    dev_source = dev.source
+    dev.packages()  # reach the dev box before anything else: an unreachable dev box errors first
+    image_hosts = dict(image_hosts or {})
+    live_images: dict[str, LiveHost] = {}
 
-    def compare(template: str, ami: Build) -> LivePackageParity:
+    def compare(template: str, ami: Build) -> Any:
+        paths = config_paths(catalog, template, allow)
+        dev_configs = dev.configs(paths)
+        on = image_hosts.get((template, ami.name))
+        if on is not None:
+            if on.url not in live_images:
+                live_images[on.url] = open_host(on.url, f"live instance {on.instance_id} at {on.url}",
+                                                **testinfra_kwargs)
+            image = live_images[on.url]
+            return compare_content(dev.packages(), dev_configs, image.packages(), image.configs(paths), allow,
+                                   template=template, dev_box_source=dev_source, ami_source=image.source,
+                                   ami=f"the AMI's instance {on.instance_id}")
         if ami.packages_path is None:
             raise ImageManifestError(ami.artifact_id, f"build {ami.name!r} of {template} has no package manifest file",
                                      "load the catalog with images.load_catalog")
-        return live_package_parity(source, ami.packages_path, allow, template=template)
+        return compare_content(dev.packages(), dev_configs, ami.packages, ami.config, allow, template=template,
+                               dev_box_source=dev_source, ami_source=f"manifest {ami.packages_path}")
 
     findings: list[Finding] = []
     rows: list[dict[str, Any]] = []
@@ -375,4 +503,13 @@ def live_content_check(
         more, more_rows = live_content_violations(group, template, catalog, compare)
         findings += more
         rows += more_rows
-    return LiveContentCheck(label, findings, rows)
+    ami_source = ", ".join(dict.fromkeys(r["ami_source"] for r in rows))
+    read_live = sum(not r["ami_source"].startswith("manifest ") for r in rows)
+    if read_live and read_live == len(rows):
+        note = "every AMI build read live from its running instance"
+    elif read_live:
+        note = (f"{read_live} of {len(rows)} AMI builds read live from a running instance; the others from "
+                "their recorded manifests (no running instance of theirs is reachable as a host)")
+    else:
+        note = f"the AMI side from the recorded manifests: {no_image_host or 'no image host given'}"
+    return LiveContentCheck(dev_source, findings, rows, ami_source, note)

@@ -9,7 +9,10 @@ Packer and package manifests). Nothing here touches AWS or the disk.
   same template version.
 - content: the dev box (vagrant build) and each AMI (amazon-ebs build) of
   the current run hold the same packages at the same versions and the same
-  configuration files, except what ``parity.toml`` allows.
+  configuration files, except what ``parity.toml`` allows. Read from the
+  recorded manifests (:func:`find_content_violations`), or with either side
+  read live (:func:`compare_content` over what ``hosts.py`` read,
+  :func:`live_content_violations`), with the same diff and allow-list.
 """
 
 from __future__ import annotations
@@ -249,8 +252,10 @@ def assert_no_lineage_violations(
 
 def _package_findings(
     group: str, address: str, aws_id: str, base: Mapping[str, Any], diffs: Iterable[PackageDiff], dev_box: str,
+    ami: str = "the AMI",
 ) -> list[Finding]:
-    """One finding per package difference the allow-list does not allow; ``dev_box`` names the dev-box side."""
+    """One finding per package difference the allow-list does not allow; ``dev_box`` names the dev-box side,
+    ``ami`` the AMI side (``the AMI``, or the instance read live)."""
     findings = []
     for d in diffs:
         if d.allowed:
@@ -258,13 +263,26 @@ def _package_findings(
         expected = (f"package {d.name} {d.dev_version} ({d.dev_arch}) as on the dev box {dev_box}"
                     if d.dev_version is not None else
                     f"no package {d.name} (the dev box {dev_box} has none)")
-        found = (f"package {d.name} {d.ami_version} ({d.ami_arch}) on the AMI"
-                 if d.ami_version is not None else f"package {d.name} missing from the AMI")
+        found = (f"package {d.name} {d.ami_version} ({d.ami_arch}) on {ami}"
+                 if d.ami_version is not None else f"package {d.name} missing from {ami}")
         findings.append(Finding(CHECK, group, address, aws_id, expected, found, {
             **base, "package": d.name, "change": d.change,
             "dev_version": d.dev_version, "ami_version": d.ami_version,
         }))
     return findings
+
+
+def _config_findings(
+    group: str, address: str, aws_id: str, base: Mapping[str, Any], diffs: Iterable[ConfigDiff], dev_box: str,
+    ami: str = "the AMI",
+) -> list[Finding]:
+    """One finding per configuration file difference the allow-list does not allow (sides named as packages)."""
+    return [Finding(
+        CHECK, group, address, aws_id,
+        f"config {c.path} sha256 {c.dev_sha256 or 'absent'} as on the dev box {dev_box}",
+        f"sha256 {c.ami_sha256 or 'absent'} on {ami}",
+        {**base, "config": c.path, "change": c.change, "dev_sha256": c.dev_sha256, "ami_sha256": c.ami_sha256},
+    ) for c in diffs if not c.allowed]
 
 
 def _no_build_finding(group: str, template: str, run: Run, missing: str, wanted: str) -> Finding:
@@ -294,17 +312,9 @@ def find_content_violations(
             diffs = diff_packages(box.packages, ami.packages, allow, template=template,
                                   dev_builder=box.builder_type, ami_builder=ami.builder_type)
             findings += _package_findings(group, address, aws_id, base, diffs, box.artifact_id)
-            for c in diff_configs(box.config, ami.config, allow, template=template,
-                                  dev_builder=box.builder_type, ami_builder=ami.builder_type):
-                if c.allowed:
-                    continue
-                findings.append(Finding(
-                    CHECK, group, address, aws_id,
-                    f"config {c.path} sha256 {c.dev_sha256 or 'absent'} as on the dev box {box.artifact_id}",
-                    f"sha256 {c.ami_sha256 or 'absent'} on the AMI",
-                    {**base, "config": c.path, "change": c.change,
-                     "dev_sha256": c.dev_sha256, "ami_sha256": c.ami_sha256},
-                ))
+            configs = diff_configs(box.config, ami.config, allow, template=template,
+                                   dev_builder=box.builder_type, ami_builder=ami.builder_type)
+            findings += _config_findings(group, address, aws_id, base, configs, box.artifact_id)
     return findings
 
 
@@ -326,17 +336,93 @@ def manifest_sources(catalog: ImageCatalog, templates: Iterable[str]) -> list[st
             for name in sorted(templates) for box in catalog.template(name).current.dev_boxes]
 
 
+@dataclass(frozen=True)
+class ContentComparison:
+    """One dev box against one AMI build, wherever each side was read: the differences and both sources.
+
+    ``dev_box_source``/``ami_source`` say where each side came from
+    (``live host ssh://...``, ``live instance i-... at ssh://...``,
+    ``manifest <path>``); ``ami`` is how findings name the AMI side
+    (``the AMI``, or ``the AMI's instance i-...`` when read live).
+    """
+
+    dev_box_source: str
+    ami_source: str
+    packages: tuple[PackageDiff, ...]
+    configs: tuple[ConfigDiff, ...]
+    packages_compared: int
+    configs_compared: int
+    ami: str = "the AMI"
+
+    @property
+    def violations(self) -> tuple[PackageDiff | ConfigDiff, ...]:
+        """The differences ``parity.toml`` does not allow."""
+        return tuple(d for d in (*self.packages, *self.configs) if not d.allowed)
+
+
+def compare_content(
+    dev_packages: Packages, dev_configs: ConfigHashes, ami_packages: Packages, ami_configs: ConfigHashes,
+    allow: AllowList | None = None, *, template: str | None = None, dev_box_source: str, ami_source: str,
+    ami: str = "the AMI",
+) -> ContentComparison:
+    """The content check's diff of packages and config hashes (``vagrant`` side first, ``amazon-ebs`` second)."""
+    return ContentComparison(
+        dev_box_source, ami_source,
+        tuple(diff_packages(dev_packages, ami_packages, allow, template=template)),
+        tuple(diff_configs(dev_configs, ami_configs, allow, template=template)),
+        len(set(dev_packages) | set(ami_packages)), len(set(dev_configs) | set(ami_configs)), ami,
+    )
+
+
+def config_paths(catalog: ImageCatalog, template: str, allow: AllowList | None = None) -> tuple[str, ...]:
+    """The configuration files the parity compares for ``template``, sorted: every path of its current run's
+    config hash files (dev box and AMI builds) and every ``[[config]]`` of ``parity.toml`` that applies to it.
+
+    What a live host is asked for: a path absent on the host is a difference
+    (or an allowed one), never skipped.
+    """
+    paths = {path for build in catalog.template(template).current.builds for path in build.config}
+    if allow is not None:
+        paths |= {e.name for e in allow.entries if e.kind == "config" and e.applies_to(template)}
+    return tuple(sorted(paths))
+
+
+def instances_on_current_run(
+    instances: Iterable[Mapping[str, Any]], images: Iterable[Mapping[str, Any]], catalog: ImageCatalog,
+) -> dict[tuple[str, str], list[str]]:
+    """(template, AMI build name) -> the running instances on that build of the template's *current* run.
+
+    The instance's image is traced as the lineage check does: its
+    ``SourceArtifact`` tag (images registered in the sandbox; ``sandbox_ids``
+    when the catalog holds them) or its own id (real AWS). Instances on an
+    older run or an unknown image are left out (the lineage test reports them).
+    """
+    by_id = {i["ImageId"]: i for i in images}
+    out: dict[tuple[str, str], list[str]] = {}
+    for inst in instances:
+        if (inst.get("State") or {}).get("Name", "running") != "running":
+            continue
+        image_id = inst.get("ImageId", "")
+        source = _tags(by_id.get(image_id) or {}).get("SourceArtifact") or image_id
+        found = catalog.find_ami(source) or catalog.find_ami(image_id)
+        if found is None:
+            continue
+        build = found[0]
+        if build.run_uuid == catalog.template(build.template).last_run_uuid:
+            out.setdefault((build.template, build.name), []).append(inst["InstanceId"])
+    return {key: sorted(ids) for key, ids in sorted(out.items())}
+
+
 def live_content_violations(
     group: str, template: str, catalog: ImageCatalog, compare: Any,
 ) -> tuple[list[Finding], list[dict[str, Any]]]:
-    """The content check with a live dev box: its packages against each AMI build of the template's current run.
+    """The content check with a live dev box: it against each AMI build of the template's current run.
 
-    ``compare(template, ami_build)`` returns a
-    :class:`~immutable_infra.hosts.LivePackageParity` (host side first, the
-    build's package manifest second; ``hosts.live_content_check`` passes
-    ``live_package_parity`` over one read of the host). Packages only: the
-    config hashes are not read live. Returns the findings and one report row
-    per AMI build, naming both sources.
+    ``compare(template, ami_build)`` returns a :class:`ContentComparison`
+    (``hosts.live_content_check`` passes one over one read of the dev box,
+    and of the build's running instance when there is one, else of the
+    build's recorded manifests). Returns the findings and one report row per
+    AMI build, naming both sources.
     """
     run = catalog.template(template).current
     if not run.ami_builds:
@@ -347,19 +433,20 @@ def live_content_violations(
         live = compare(template, ami)
         address = f"image {template} {ami.name}"
         aws_id = ",".join(a.ami_id for a in ami.amis)
-        base = {"template": template, "run": run.uuid, "dev_box": live.host_source, "ami_build": ami.name,
-                "dev_box_source": live.host_source, "ami_source": live.manifest_source}
-        findings += _package_findings(group, address, aws_id, base, live.diffs, live.host_source)
+        base = {"template": template, "run": run.uuid, "dev_box": live.dev_box_source, "ami_build": ami.name,
+                "dev_box_source": live.dev_box_source, "ami_source": live.ami_source}
+        findings += _package_findings(group, address, aws_id, base, live.packages, live.dev_box_source, live.ami)
+        findings += _config_findings(group, address, aws_id, base, live.configs, live.dev_box_source, live.ami)
         rows.append({
             "template": template, "run": run.uuid, "template_version": ami.template_version,
-            "dev_box": live.host_source, "ami": ami.artifact_id,
+            "dev_box": live.dev_box_source, "ami": ami.artifact_id,
             "sandbox_ami": ",".join(s for a in ami.amis if (s := catalog.sandbox_ids.get(a.ami_id))) or None,
-            "packages_compared": live.compared,
-            "differences": sum(not d.allowed for d in live.diffs),
-            "allowed": sum(d.allowed for d in live.diffs),
-            "configs_compared": 0,
+            "packages_compared": live.packages_compared,
+            "configs_compared": live.configs_compared,
+            "differences": sum(not d.allowed for d in (*live.packages, *live.configs)),
+            "allowed": sum(d.allowed for d in (*live.packages, *live.configs)),
             "container_images": list(ami.container_images),
-            "dev_box_source": live.host_source, "ami_source": live.manifest_source,
+            "dev_box_source": live.dev_box_source, "ami_source": live.ami_source,
         })
     return findings, rows
 
