@@ -24,6 +24,7 @@ otherwise.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import time
@@ -345,6 +346,13 @@ def _fake_package(handle, name: str, version: str) -> None:
                 f"dpkg-deb --build $d /tmp/pkg-{name}.deb >/dev/null; dpkg -i /tmp/pkg-{name}.deb >/dev/null")
 
 
+def _curl_changed(dev) -> str:
+    """Change curl in place on the dev box (version +fault1), once; return its version before."""
+    version = ssh(dev, "dpkg-query -W -f=\\${Version} curl").removesuffix("+fault1")
+    _fake_package(dev, "curl", f"{version}+fault1")
+    return version
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """(dev box, image host): two hosts of the same rootfs, as a dev box and an instance baked by one Packer run."""
@@ -443,8 +451,7 @@ def test_live_parity_names_the_package_changed_on_the_dev_box(pair, baked, tmp_p
     assert recorded.findings == [] and recorded.image_hosts == (
         "the AMI side from the recorded manifests: no image host (test)")
 
-    curl = ssh(dev, "dpkg-query -W -f=\\${Version} curl")
-    _fake_package(dev, "curl", f"{curl}+fault1")  # changed in place on the dev box (this host is not restored)
+    curl = _curl_changed(dev)  # changed in place on the dev box (this host is not restored)
 
     one = live_package_parity(dev.url, run.ami_builds[0].packages_path, allow, template=TEMPLATE)
     _, changed = _both_live(dev, image, baked)
@@ -499,6 +506,35 @@ def test_the_suite_reads_the_image_host_live_when_the_session_has_it(pair, baked
     assert [r["ami_source"].split(" ")[0] for r in report.tables["parity"]] == ["live", "manifest"]
 
 
+def test_a_session_with_hosts_names_the_package_changed_on_the_dev_box_against_the_live_instance(
+        pair, baked, tmp_path, record_property):
+    """chaos-lab's two microservice instances run the ap-southeast-1 build: one is read live, the cn-north-1 build
+    has no instance and stays on its manifest; curl changed on the dev box is named against each."""
+    import json
+
+    dev, _ = pair
+    curl = _curl_changed(dev)
+    started = time.monotonic()
+    proc, failure, summary = _session(tmp_path, dev.url, baked, hosts=True)
+    record_property("session_seconds", round(time.monotonic() - started, 1))
+    assert failure is not None and failure.tag == "failure", proc.stdout[-3000:]
+    text = (failure.get("message") or "") + (failure.text or "")
+    assert f"chaos-lab: the dev box (live host {dev.url}) and the AMI (live instance i-" in text, text
+    assert text.count("[parity] chaos-lab image debian11-base") == 2, text  # curl, once per AMI build, nothing else
+    live = re.search(r"ami-ap-southeast-1 \(ami-\w+\): expected package curl (\S+) .*, found package curl (\S+) "
+                     r"\(amd64\) on the AMI's instance (i-\w+)$", text, re.M)
+    recorded = re.search(r"ami-cn-north-1 \(ami-\w+\): expected package curl (\S+) .*, found package curl (\S+) "
+                         r"\(amd64\) on the AMI$", text, re.M)
+    assert live and recorded, text
+    assert live.groups()[:2] == recorded.groups() == (f"{curl}+fault1", curl)
+    assert f"and the AMI (live instance {live.group(3)} at ssh://" in text, text
+    parity = json.loads(summary.read_text())["groups"]["chaos-lab"]["checks"]["parity"]
+    assert parity["facts"]["image_hosts"].startswith("1 of 2 AMI builds read live"), parity["facts"]
+    assert parity["facts"]["ami_source"].startswith("live instance i-"), parity["facts"]
+    rows = json.dumps(parity)
+    assert '"configs_compared": 0' not in rows and "manifest " in rows
+
+
 def test_the_dev_box_stopped_is_an_error_never_a_fallback(pair, baked):
     dev, image = pair
     catalog = load_catalog(baked)
@@ -513,8 +549,21 @@ def test_the_dev_box_stopped_is_an_error_never_a_fallback(pair, baked):
 # -- sessions: the suite with --dev-box (each about 35 s: chaos-lab applied in embedded moto) ----------------------
 
 
-def _session(tmp_path, dev_box, images=IMAGES):
-    """pytest suites/test_image_parity.py -k dev_box on chaos-lab (two microservice instances) with --dev-box."""
+CURRENT_IMAGE_TF = """data "aws_ami" "current" {
+  most_recent = true
+  owners      = ["self"]
+  filter {
+    name   = "tag:Template"
+    values = ["debian11-base"]
+  }
+}
+"""
+
+
+def _session(tmp_path, dev_box, images=IMAGES, hosts=False):
+    """pytest suites/test_image_parity.py -k dev_box on chaos-lab (two microservice instances) with --dev-box;
+    ``hosts``: with embedded hosts for its instances (the seed's microservice playbook and host contract), else
+    ``--no-hosts``."""
     import os
     import sys
     import xml.etree.ElementTree as ET
@@ -524,6 +573,17 @@ def _session(tmp_path, dev_box, images=IMAGES):
     with (project / "groups" / "chaos-lab" / "group.toml").open("a") as toml:  # its two instances, declared
         toml.write("\n[roles]\nmicroservice = 2\n")
     shutil.copy(ROOT / "tests" / "roles.toml", project / "roles.toml")
+    if hosts:
+        seed = (ROOT / "fixtures" / "roles.toml").read_text().split("[roles.microservice.host]", 1)[1]
+        contract = "[roles.microservice.host]" + seed.split("\n[roles.", 1)[0]
+        with (project / "roles.toml").open("a") as roles:
+            roles.write("\n" + contract.strip() + "\n")
+        (project / "playbooks").mkdir()
+        shutil.copy(ROOT / "fixtures" / "playbooks" / "microservice.yml", project / "playbooks" / "microservice.yml")
+        # its instances on the current debian11-base AMI (as the seed groups find it), not on moto's stock image
+        (project / "groups" / "chaos-lab" / "current_image.tf").write_text(CURRENT_IMAGE_TF)
+        (project / "groups" / "chaos-lab" / "current_image_override.tf").write_text(
+            'resource "aws_instance" "app" {\n  ami = data.aws_ami.current.id\n}\n')
     shutil.copytree(images, project / "images")  # the seed's manifests: microservice is built by debian11-base
     shutil.copytree(ROOT / "suites", project / "suites")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMMUTABLE_INFRA_", "PYTEST_"))}
@@ -532,8 +592,8 @@ def _session(tmp_path, dev_box, images=IMAGES):
         env["IMMUTABLE_INFRA_CACHE"] = os.environ["IMMUTABLE_INFRA_CACHE"]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--groups-dir", "groups", "--group",
-         "chaos-lab", "--no-hosts", "--reports-dir", str(project / "reports"), f"--junitxml={project / 'junit.xml'}",
-         "--dev-box", dev_box, "suites/test_image_parity.py", "-k", "dev_box"],
+         "chaos-lab", *([] if hosts else ["--no-hosts"]), "--reports-dir", str(project / "reports"),
+         f"--junitxml={project / 'junit.xml'}", "--dev-box", dev_box, "suites/test_image_parity.py", "-k", "dev_box"],
         cwd=project, env=env, capture_output=True, text=True, timeout=600)
     cases = list(ET.parse(project / "junit.xml").getroot().iter("testcase"))
     assert [c.get("name") for c in cases] == ["test_dev_box_matches_the_ami[chaos-lab]"], proc.stdout[-3000:]
