@@ -45,6 +45,7 @@ from immutable_infra.hosts import (
     HostConfigsError,
     HostPackagesError,
     ImageHost,
+    LiveHost,
     config_hash_command,
     live_content_check,
     live_package_parity,
@@ -245,7 +246,12 @@ def test_the_config_read_is_one_command_that_tells_absent_from_unreadable(tmp_pa
     assert proc.returncode == 0 and parse_config_read(proc.stdout, paths, "local://") == {
         str(tmp_path / "a b"): hashlib.sha256(b"x\n").hexdigest()}
     proc = subprocess.run(config_hash_command([str(tmp_path / "dir")]), shell=True, capture_output=True, text=True)
-    assert proc.returncode == 3  # exists, cannot be hashed: LiveHost raises HostConfigsError, never "absent"
+    assert proc.returncode == 3  # exists, cannot be hashed: an error, never "absent"
+    local = LiveHost("local://")  # the same command through testinfra
+    assert local.configs(paths) == {str(tmp_path / "a b"): hashlib.sha256(b"x\n").hexdigest()}
+    with pytest.raises(HostConfigsError, match=r"^local://: cannot hash configuration files \(exit 3\): .*Is a "
+                                               r"directory; read the host as root \(testinfra URL \?sudo=true\)$"):
+        local.configs([str(tmp_path / "dir")])
 
 
 def test_an_unreachable_image_host_is_an_error_too():
