@@ -13,8 +13,10 @@ inventory, testinfra's ``ansible://`` backend, a fake ``vagrant`` for
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -394,3 +396,113 @@ def test_a_contracted_instance_without_a_private_address_is_an_error_before_anyt
     with pytest.raises(TransportError, match=r"^hosts of g: instance\(s\) i-0w have no private address"):
         group_hosts.reach_group_hosts(h, "g", [instance("i-0w", "web", None)], {}, load_roles(roles_file))
     assert not (tmp_path / "hosts").exists()
+
+
+# -- the host suite on an endpoint that is not the embedded sandbox ------------------------------------
+
+
+#: The inner session's conftest: the one instance of the group gets an embedded host carrying its private IP (a
+#: stand-in for the real instance), and its link address is given as --bastion, as a user would name theirs.
+STAND_IN_CONFTEST = '''
+import immutable_infra.group_hosts as group_hosts
+from immutable_infra.embedded_hosts import build_rootfs, start_host
+
+KEY_DIR = {key_dir!r}
+STARTED = []
+_why_not_reached = group_hosts.why_not_reached
+
+
+def why_not_reached(settings, group, instances):
+    if not STARTED:
+        (running,) = [i for i in instances if i.get("State", {{}}).get("Name") == "running"]
+        STARTED.append(start_host(running["InstanceId"], running["PrivateIpAddress"], build_rootfs(), KEY_DIR))
+        settings.bastion = "root@" + STARTED[0].link_ip
+    return _why_not_reached(settings, group, instances)
+
+
+group_hosts.why_not_reached = why_not_reached
+
+
+def pytest_unconfigure(config):
+    for handle in STARTED:
+        handle.stop()
+'''
+
+
+def _endpoint_project(root: Path, conftest: str = "") -> Path:
+    """chaos-lab with one instance (Role microservice, the seed's host contract and playbook) and the suites."""
+    fixtures = TESTS.parent / "fixtures"
+    shutil.copytree(TESTS / "groups" / "chaos-lab", root / "groups" / "chaos-lab")
+    main = root / "groups" / "chaos-lab" / "main.tf"
+    main.write_text(main.read_text().replace("count                  = 2", "count                  = 1", 1))
+    seed = (fixtures / "roles.toml").read_text()
+    contract = "[roles.microservice.host]" + seed.split("[roles.microservice.host]", 1)[1].split("\n[roles.", 1)[0]
+    (root / "roles.toml").write_text((TESTS / "roles.toml").read_text().rstrip("\n") + "\n\n" + contract.strip() + "\n")
+    (root / "playbooks").mkdir()
+    shutil.copy(fixtures / "playbooks" / "microservice.yml", root / "playbooks" / "microservice.yml")
+    shutil.copytree(TESTS.parent / "suites", root / "suites")
+    (root / "pytest.ini").write_text("[pytest]\n")  # the project is the rootdir: --groups-dir groups is read there
+    if conftest:
+        (root / "conftest.py").write_text(conftest)
+    return root
+
+
+def _session(project: Path, files: list[str], *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    import xml.etree.ElementTree as ET
+
+    env = {**os.environ, "IMMUTABLE_INFRA_HOME": str(project / "home")}
+    for name in ("HOST_USER", "HOST_KEY", "BASTION", "BASTION_ROLE"):
+        env.pop(f"IMMUTABLE_INFRA_{name}", None)
+    junit = project / "junit.xml"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "--groups-dir", "groups",
+                           "--group", "chaos-lab", "--reports-dir", str(project / "reports"), f"--junitxml={junit}",
+                           *extra, *files], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    outcomes = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            kind, message = "passed", ""
+            for child in case:
+                if child.tag in ("skipped", "failure", "error"):
+                    kind, message = child.tag, child.get("message") or (child.text or "").strip()
+            outcomes[case.get("name")] = (kind, message)
+    print(proc.stdout[-4000:], proc.stderr[-2000:])
+    return proc, outcomes
+
+
+def test_on_another_endpoint_without_user_and_key_the_host_suite_skips_naming_the_options(moto_server, tmp_path):
+    project = _endpoint_project(tmp_path)
+    (project / "test_own_hosts.py").write_text("def test_own_hosts(infra_hosts):\n    assert infra_hosts.contracts\n")
+    proc, outcomes = _session(project, ["test_own_hosts.py"], "--aws-endpoint", moto_server.url)
+    kind, message = outcomes["test_own_hosts[chaos-lab]"]
+    assert kind == "skipped", (kind, message, proc.stdout[-2000:])
+    assert f"hosts: on {moto_server.url} the instances' hosts are reached over ssh through the group's bastion" in message
+    assert "--host-user USER" in message and "--host-key FILE" in message and "--bastion USER@HOST[:PORT]" in message
+    assert not list((project / "home").glob("runs/*/hosts"))  # nothing written, nothing reached
+
+
+def test_on_another_endpoint_the_host_suite_reaches_the_instance_through_the_bastion(moto_server, tmp_path):
+    """The whole path: apply on an endpoint that is not the embedded sandbox, the instance reached through --bastion
+    on its private IP with --host-user/--host-key, the role's playbook applied through the Role-tag inventory, the
+    contract read and passed; nothing left running."""
+    if runtime_available():
+        pytest.skip(runtime_available())
+    build_rootfs("debian12-base")  # cached: not part of the session
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id_ed25519")], check=True)
+    project = _endpoint_project(tmp_path / "project", STAND_IN_CONFTEST.format(key_dir=str(keys)))
+    proc, outcomes = _session(project, ["suites/test_hosts.py"], "--aws-endpoint", moto_server.url,
+                              "--host-user", "root", "--host-key", str(keys / "id_ed25519"))
+    assert outcomes.get("test_hosts_match_their_role_contract[chaos-lab]", ("missing",))[0] == "passed", proc.stdout[-3000:]
+    assert "chaos-lab checks: hosts pass" in proc.stdout
+    facts = json.loads((project / "reports" / "summary.json").read_text())["groups"]["chaos-lab"]["checks"]["hosts"]
+    assert facts["verdict"] == "pass" and facts["findings"] == []
+    assert facts["facts"]["hosts"] == 1 and len(facts["facts"]["checked"]) == 1
+    assert set(facts["facts"]["playbook_seconds"]) == {"microservice"}
+    (written,) = list((project / "home").glob("runs/*/hosts/chaos-lab"))
+    (iid,) = facts["facts"]["checked"]
+    inventory = (written / "inventory.yml").read_text()
+    assert f"microservice:\n      hosts:\n        {iid}:" in inventory and f"ProxyJump={BASTION_ALIAS}" in inventory
+    assert f"Host {iid} 10.92.1." in (written / "ssh_config").read_text()
+    assert "--limit microservice" in (written / "ansible-microservice" / "microservice.log").read_text()
+    assert leftovers(only=[d.name for d in keys.glob("iih-*")]) == [] and list(keys.glob("iih-*"))
