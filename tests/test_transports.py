@@ -506,3 +506,17 @@ def test_on_another_endpoint_the_host_suite_reaches_the_instance_through_the_bas
     assert f"Host {iid} 10.92.1." in (written / "ssh_config").read_text()
     assert "--limit microservice" in (written / "ansible-microservice" / "microservice.log").read_text()
     assert leftovers(only=[d.name for d in keys.glob("iih-*")]) == [] and list(keys.glob("iih-*"))
+
+
+def test_dev_box_url_resolves_the_sessions_setting_into_the_run_folder(tmp_path, monkeypatch):
+    def harness(url, **sources) -> SimpleNamespace:
+        return SimpleNamespace(settings=Settings(dev_box=url, sources=sources), run=SimpleNamespace(path=tmp_path))
+
+    assert transports.dev_box_url(harness(None)) is None
+    assert transports.dev_box_url(harness("ssh://vagrant@127.0.0.1:2222")) == "ssh://vagrant@127.0.0.1:2222"
+    _fake_vagrant(tmp_path / "bin", "Host default\n  HostName 127.0.0.1\n  Port 2222\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+    config = tmp_path / "dev-box" / "dev-box-default.ssh-config"
+    assert transports.dev_box_url(harness("vagrant://default")) == f"ssh://default?ssh_config={config}"
+    with pytest.raises(TransportError, match=r"^ini key immutable_infra_dev_box vagrant://box2: `vagrant ssh-config box2`"):
+        transports.dev_box_url(harness("vagrant://box2", dev_box="ini key immutable_infra_dev_box"))
