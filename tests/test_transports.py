@@ -520,3 +520,20 @@ def test_dev_box_url_resolves_the_sessions_setting_into_the_run_folder(tmp_path,
     assert transports.dev_box_url(harness("vagrant://default")) == f"ssh://default?ssh_config={config}"
     with pytest.raises(TransportError, match=r"^ini key immutable_infra_dev_box vagrant://box2: `vagrant ssh-config box2`"):
         transports.dev_box_url(harness("vagrant://box2", dev_box="ini key immutable_infra_dev_box"))
+
+
+def test_an_xdist_worker_of_an_embedded_session_neither_builds_nor_reaches_hosts(tmp_path):
+    """A worker's endpoint is the controller's embedded moto; with --host-user/--host-key given it must not take
+    that for AWS and ssh anywhere: it skips, as the host suite did on workers before."""
+    given = Settings(aws_endpoint="http://127.0.0.1:5000", host_user="root", host_key=Path("/k"))
+    reason = group_hosts.why_not_at_all(given, worker_of_embedded=True)
+    assert reason == group_hosts.WORKER_OF_EMBEDDED.format(endpoint="http://127.0.0.1:5000")
+    assert group_hosts.why_not_at_all(given) is None  # the same settings named by the user: reached on that endpoint
+    key = tmp_path / "id_ed25519"
+    key.write_text("not used\n")
+    project = _endpoint_project(tmp_path / "project")
+    (project / "test_own_hosts.py").write_text("def test_own_hosts(infra_hosts):\n    assert infra_hosts.contracts\n")
+    proc, outcomes = _session(project, ["test_own_hosts.py"], "-n", "1", "--host-user", "root", "--host-key", str(key))
+    kind, message = outcomes["test_own_hosts[chaos-lab]"]
+    assert kind == "skipped" and "embedded hosts are not built on pytest-xdist workers" in message, (kind, message)
+    assert not list((project / "home").glob("runs/*/hosts"))

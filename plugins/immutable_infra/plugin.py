@@ -508,7 +508,11 @@ def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str)
     __tracebackhide__ = True
     from immutable_infra import group_hosts
 
-    reason = group_hosts.why_not_at_all(infra.settings)
+    s = infra.settings
+    # an xdist worker of an embedded session: its endpoint is the controller's moto, not one the user named
+    worker_of_embedded = (distributed.worker_input(request.config) is not None and not s.real_aws
+                          and "aws_endpoint" not in s.sources)
+    reason = group_hosts.why_not_at_all(s, worker_of_embedded=worker_of_embedded)
     if reason:
         pytest.skip(reason)
     applied = request.getfixturevalue("applied_group")
