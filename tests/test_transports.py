@@ -537,3 +537,28 @@ def test_an_xdist_worker_of_an_embedded_session_neither_builds_nor_reaches_hosts
     kind, message = outcomes["test_own_hosts[chaos-lab]"]
     assert kind == "skipped" and "embedded hosts are not built on pytest-xdist workers" in message, (kind, message)
     assert not list((project / "home").glob("runs/*/hosts"))
+
+
+def test_a_discovered_bastion_instance_is_reached_on_its_public_address_and_the_others_through_it(host, tmp_path):
+    """No --bastion: the group's Role=bastion instance with a public address (here the host's link address) is the
+    jump; it is itself reached directly, the web instance through it."""
+    testinfra = pytest.importorskip("testinfra")
+    from immutable_infra.roles import load_roles
+
+    iid = str(host.instance_id)
+    group = [*described(host), instance("i-0bastion0000001", "bastion", "10.21.0.5", host.link_ip)]
+    settings = Settings(real_aws=True, host_user="root", host_key=host.key.private_key)
+    assert group_hosts.why_not_reached(settings, "transports", group) is None
+    bastion = transports.bastion_for(settings, group)
+    assert bastion is not None and bastion.instance_id == "i-0bastion0000001" and bastion.host == host.link_ip
+    reached = transports.reach_hosts(tmp_path, group, load_roles(TESTS / "roles.toml"), bastion, "root",
+                                     host.key.private_key, None, group="transports")  # None: an audit, nothing applied
+    assert reached.playbooks == {}
+    assert reached.unconfigured == {"i-0bastion0000001": "role 'bastion' is not in the roles catalog"}
+    config = reached.transport.ssh_config.read_text()
+    assert f"Host i-0bastion0000001 {host.link_ip}\n" in config and f"Host {iid} {host.private_ip}\n" in config
+    seen = {}
+    for name, remote in reached.hosts.items():
+        on_host = testinfra.get_host(remote.url)
+        seen[name] = on_host.check_output("hostname")
+    assert seen == {iid: iid, "i-0bastion0000001": iid}  # one host plays both parts here
