@@ -720,20 +720,10 @@ def apply_playbook(
     installs must be baked into the image (``apt: state=present`` on a baked package is
     a no-op and works). ``recap`` sums the PLAY RECAP counters of all hosts.
     """
-    import json
-
-    from immutable_infra.checks.roles import find_ansible_playbook
-
     handles = [hosts] if isinstance(hosts, HostHandle) else list(hosts)
     if not handles:
         raise EmbeddedHostError(f"ansible-playbook {Path(playbook_path).name}: no hosts given")
     names = ", ".join(h.name for h in handles)
-    playbook_path = Path(playbook_path).resolve()
-    if not playbook_path.is_file():
-        raise EmbeddedHostError(f"host {names}: playbook {playbook_path} not found")
-    exe = find_ansible_playbook()
-    if exe is None:
-        raise EmbeddedHostError(f"host {names}: ansible-playbook not found: pip install 'ansible-core>=2.15'")
     group = re.sub(r"[^A-Za-z0-9_]", "_", role or "embedded")
     work = handles[0].directory.parent / f"ansible-{group}-{handles[0].netns}"
     work.mkdir(parents=True, exist_ok=True)
@@ -747,16 +737,43 @@ def apply_playbook(
         )
     inventory = work / "inventory.ini"
     inventory.write_text("\n".join(lines) + "\n")
+    return run_playbook(inventory, playbook_path, work, f"host {names}", extra_vars, timeout=timeout)
+
+
+def run_playbook(
+    inventory: Path, playbook_path: Path | str, work: Path, who: str, extra_vars: dict | None = None, *,
+    limit: str | None = None, host_key_checking: bool = False, timeout: float = 600.0,
+    error: type[ToolError] = EmbeddedHostError,
+) -> PlaybookRun:
+    """``ansible-playbook -i inventory playbook [--limit limit]`` with its own empty ansible.cfg in ``work``; the log
+    goes there too. A failure raises ``error`` with one line: ``who``, the playbook, the failed task's message, the log.
+
+    ``host_key_checking=False`` (embedded hosts: throwaway keys) lets Ansible skip the check; True leaves it to
+    the ssh options the inventory names (``StrictHostKeyChecking accept-new`` in a run's known_hosts file).
+    """
+    import json
+
+    from immutable_infra.checks.roles import find_ansible_playbook
+
+    playbook_path = Path(playbook_path).resolve()
+    if not playbook_path.is_file():
+        raise error(f"{who}: playbook {playbook_path} not found")
+    exe = find_ansible_playbook()
+    if exe is None:
+        raise error(f"{who}: ansible-playbook not found: pip install 'ansible-core>=2.15'")
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "ansible.cfg"  # ours, empty: an ansible.cfg in the working directory is not read
     config.write_text("[defaults]\n")
     log = work / f"{playbook_path.stem}.log"
     cmd = [exe, "-i", str(inventory), str(playbook_path)]
+    if limit:
+        cmd += ["--limit", limit]
     if extra_vars:
         cmd += ["--extra-vars", json.dumps(extra_vars)]
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(config),
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_HOST_KEY_CHECKING": "True" if host_key_checking else "False",
         "ANSIBLE_LOCAL_TEMP": str(work / "tmp"),
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
@@ -770,9 +787,7 @@ def apply_playbook(
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, timeout=timeout).returncode
     except subprocess.TimeoutExpired:
-        raise EmbeddedHostError(
-            f"host {names}: ansible-playbook {playbook_path.name} timed out after {timeout:.0f} s (log: {log})"
-        ) from None
+        raise error(f"{who}: ansible-playbook {playbook_path.name} timed out after {timeout:.0f} s (log: {log})") from None
     elapsed = time.monotonic() - started
     text = log.read_text(errors="replace")
     recap: dict[str, int] = {}
@@ -783,7 +798,7 @@ def apply_playbook(
     if rc != 0:
         failed = re.findall(r"^(?:fatal: |\[?ERROR).*$", text, re.M)
         detail = failed[-1][:300] if failed else f"exit {rc}"
-        raise EmbeddedHostError(f"host {names}: ansible-playbook {playbook_path.name}: {detail} (log: {log})")
+        raise error(f"{who}: ansible-playbook {playbook_path.name}: {detail} (log: {log})")
     return PlaybookRun(elapsed, recap, log)
 
 

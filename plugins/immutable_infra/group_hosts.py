@@ -1,12 +1,15 @@
-"""Group hosts: the embedded hosts of an applied group's running instances, for the host suite.
+"""Group hosts: the hosts of an applied group's running instances, for the host suite.
 
 The plugin's ``infra_hosts`` fixture asks :func:`why_not_at_all` first (cheap:
-no host is built when hosts are off, the runtime is missing, the endpoint is
-not the embedded sandbox, or no running instance has a role with a
-``[roles.NAME.host]`` contract), then :func:`start_group_hosts` builds one
-host per running instance with ``embedded_hosts.embedded_hosts_for_group``.
-:class:`HostsOfGroup` is what the suite reads: per instance, its host, role,
-contract and Terraform address.
+no host is built or reached when hosts are off, the runtime is missing, or,
+outside the embedded sandbox, no user and key are set; or no running instance
+has a role with a ``[roles.NAME.host]`` contract). In the embedded sandbox
+:func:`start_group_hosts` builds one host per running instance with
+``embedded_hosts.embedded_hosts_for_group``; elsewhere (``--aws-endpoint``,
+``--real-aws``) :func:`reach_group_hosts` reaches them over ssh through the
+group's bastion (``transports.reach_hosts``; :func:`why_not_reached` says why
+not when there is no bastion). :class:`HostsOfGroup` is what the suite reads:
+per instance, its host, role, contract and Terraform address.
 """
 
 from __future__ import annotations
@@ -14,28 +17,57 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from immutable_infra.config import HostContract
 from immutable_infra.inventory import tags_of
 
 if TYPE_CHECKING:
-    from immutable_infra.embedded_hosts import GroupHosts, HostHandle
+    from immutable_infra.embedded_hosts import PlaybookRun
     from immutable_infra.harness import Harness
     from immutable_infra.settings import Settings
 
-#: Why the host suite skips outside the embedded sandbox.
-NOT_EMBEDDED = ("hosts are reached only in the embedded sandbox in this version; on AWS or another endpoint "
-                "({endpoint}) the instances' hosts are not built, reached or read")
+
+class Host(Protocol):
+    """One host as the suite reads it: a testinfra URL, and how long it took to boot (0: not booted by us)."""
+
+    @property
+    def url(self) -> str: ...
+
+    boot_seconds: float
 
 
-def why_not_at_all(settings: Settings, runtime: Callable[[], str | None] | None = None) -> str | None:
-    """Why no host of any group is checked in this session (``--no-hosts``, not embedded, no runtime), or None."""
+class Hosts(Protocol):
+    """A group's hosts as the suite reads them: ``embedded_hosts.GroupHosts`` or ``transports.RemoteHosts``."""
+
+    hosts: Mapping[str, Any]
+    playbooks: Mapping[str, PlaybookRun]
+    unconfigured: Mapping[str, str]
+
+    def stop(self) -> None: ...
+
+
+#: Why an xdist worker of an embedded session skips the host suite (as it did before hosts were reached on AWS).
+WORKER_OF_EMBEDDED = ("hosts: embedded hosts are not built on pytest-xdist workers in this version (this worker "
+                      "shares the controller's embedded sandbox, {endpoint}); run the host suite without -n")
+
+
+def why_not_at_all(settings: Settings, runtime: Callable[[], str | None] | None = None, *,
+                   worker_of_embedded: bool = False) -> str | None:
+    """Why no host of any group is checked in this session (``--no-hosts``; outside the embedded sandbox: no user
+    or key to reach them with; in it: no runtime; an xdist worker of an embedded session), or None.
+
+    ``worker_of_embedded``: this is an xdist worker whose endpoint is the controller's embedded sandbox (its
+    settings name that endpoint, but the user named none): its hosts are neither built nor reached over ssh.
+    """
     if settings.no_hosts:
         return f"hosts: not checked ({settings.source('no_hosts')})"
+    if worker_of_embedded:
+        return WORKER_OF_EMBEDDED.format(endpoint=settings.aws_endpoint or "the embedded sandbox")
     if not settings.embedded:
-        endpoint = settings.aws_endpoint or "real AWS"
-        return "hosts: " + NOT_EMBEDDED.format(endpoint=endpoint)
+        from immutable_infra.transports import remote_settings_reason
+
+        return remote_settings_reason(settings)
     if runtime is None:
         from immutable_infra.embedded_hosts import runtime_available as runtime
     reason = runtime()
@@ -65,15 +97,17 @@ def no_contract_reason(group: str, instances: list[Mapping[str, Any]], roles_fil
 
 @dataclass
 class HostsOfGroup:
-    """The embedded hosts of one group: ``hosts`` (the GroupHosts), and per checked instance its role and address."""
+    """The hosts of one group: ``hosts`` (embedded: the GroupHosts; on AWS: the RemoteHosts), and per checked
+    instance its role and address. ``embedded`` says which."""
 
     group: str
-    hosts: GroupHosts
+    hosts: Hosts
     roles: dict[str, str]
     contracts: dict[str, HostContract]
     addresses: dict[str, str] = field(default_factory=dict)
+    embedded: bool = True
 
-    def handle(self, instance_id: str) -> HostHandle:
+    def handle(self, instance_id: str) -> Host:
         return self.hosts.hosts[instance_id]
 
     def stop(self) -> None:
@@ -103,3 +137,45 @@ def start_group_hosts(h: Harness, group: str, instances: list[dict[str, Any]], a
     checked = contracted(instances, roles)
     return HostsOfGroup(group, hosts, checked, {i: roles[r].host for i, r in checked.items()},
                         {i: addresses.get(i, "") for i in checked})
+
+
+def why_not_reached(settings: Settings, group: str, instances: list[Mapping[str, Any]]) -> str | None:
+    """Outside the embedded sandbox: why ``group``'s hosts cannot be reached (no --bastion and no bastion instance
+    with a public address), or None."""
+    from immutable_infra.transports import bastion_for, no_bastion_reason
+
+    if bastion_for(settings, instances) is not None:
+        return None
+    return no_bastion_reason(group, instances, settings.bastion_role, settings.source("bastion_role"))
+
+
+def reach_group_hosts(h: Harness, group: str, instances: list[dict[str, Any]], addresses: dict[str, str],
+                      roles: Mapping[str, Any]) -> HostsOfGroup:
+    """Reach the group's running instances over ssh through its bastion (files under ``<run>/hosts/<group>``); unless
+    this is an audit, apply each role's playbook once to its hosts through the inventory built from the Role tags."""
+    from immutable_infra.transports import (
+        TransportError,
+        bastion_for,
+        no_bastion_reason,
+        reach_hosts,
+        remote_settings_reason,
+        targets_of,
+    )
+
+    s = h.settings
+    bastion = bastion_for(s, instances)
+    if bastion is None:
+        raise TransportError(no_bastion_reason(group, instances, s.bastion_role, s.source("bastion_role")))
+    if not s.host_user or s.host_key is None:
+        raise TransportError(remote_settings_reason(s) or f"hosts of {group}: no --host-user or --host-key")
+    checked = contracted(instances, roles)
+    missing = sorted(set(checked) - {t.instance_id for t in targets_of(instances, bastion)})
+    if missing:
+        raise TransportError(f"hosts of {group}: instance(s) {', '.join(missing)} have no private address in "
+                             "describe_instances, so ssh cannot reach them")
+    playbooks = None if s.audit else h.catalog.groups_dir.parent / "playbooks"
+    hosts = reach_hosts(h.run.path / "hosts" / group, instances, roles, bastion, s.host_user, s.host_key, playbooks,
+                        group=group)
+    return HostsOfGroup(group, hosts, checked, {i: roles[r].host for i, r in checked.items()},
+                        {i: addresses.get(i, "") for i in checked}, embedded=False)
+

@@ -499,14 +499,20 @@ def _stop_hosts(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str) -> Iterator[Any]:
-    """The group's embedded hosts (``group_hosts.HostsOfGroup``): one per running instance, configured by its role's
-    playbook; only the instances whose role has a ``[roles.NAME.host]`` contract are checked. Skips with the reason
-    (``--no-hosts``, not the embedded sandbox, no runtime, no contract) before building anything; stopped when the
-    group's tests end."""
+    """The group's hosts (``group_hosts.HostsOfGroup``): one per running instance; only the instances whose role has a
+    ``[roles.NAME.host]`` contract are checked. In the embedded sandbox each is an embedded host configured by its
+    role's playbook; elsewhere each is reached over ssh through the group's bastion (``transports``), its role's
+    playbook applied through the Role-tag inventory unless this is an audit. Skips with the reason (``--no-hosts``,
+    no runtime, no user/key or bastion off the sandbox, no contract) before building or reaching anything; stopped
+    when the group's tests end."""
     __tracebackhide__ = True
     from immutable_infra import group_hosts
 
-    reason = group_hosts.why_not_at_all(infra.settings)
+    s = infra.settings
+    # an xdist worker of an embedded session: its endpoint is the controller's moto, not one the user named
+    worker_of_embedded = (distributed.worker_input(request.config) is not None and not s.real_aws
+                          and "aws_endpoint" not in s.sources)
+    reason = group_hosts.why_not_at_all(s, worker_of_embedded=worker_of_embedded)
     if reason:
         pytest.skip(reason)
     applied = request.getfixturevalue("applied_group")
@@ -515,9 +521,21 @@ def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str)
         instances, addresses = group_hosts.group_instances(infra, applied.name)
     if not group_hosts.contracted(instances, roles):
         pytest.skip(group_hosts.no_contract_reason(group_name, instances, infra.catalog.roles_file))
-    infra.say(f"{group_name}: starting an embedded host per running instance")
+    embedded = infra.settings.embedded
+    if embedded:
+        infra.say(f"{group_name}: starting an embedded host per running instance")
+    else:
+        with cannot_check(infra, f"hosts of {group_name}"):
+            reason = group_hosts.why_not_reached(infra.settings, group_name, instances)
+        if reason:
+            pytest.skip(reason)
+        infra.say(f"{group_name}: reaching its hosts over ssh through the bastion"
+                  + ("" if infra.settings.audit else ", applying their roles' playbooks"))
     with cannot_check(infra, f"hosts of {group_name}"):
-        hosts = group_hosts.start_group_hosts(infra, group_name, instances, addresses, roles)
+        if embedded:
+            hosts = group_hosts.start_group_hosts(infra, group_name, instances, addresses, roles)
+        else:
+            hosts = group_hosts.reach_group_hosts(infra, group_name, instances, addresses, roles)
     running = request.config.stash[HOSTS]
     running.append(hosts)
     try:
@@ -527,7 +545,8 @@ def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str)
             running.remove(hosts)
             try:
                 hosts.stop()
-                infra.say(f"{group_name}: its {len(hosts.hosts.hosts)} embedded host(s) stopped")
+                if embedded:
+                    infra.say(f"{group_name}: its {len(hosts.hosts.hosts)} embedded host(s) stopped")
             except ToolError as exc:
                 request.config.stash[TEARDOWN].append(f"embedded hosts of {group_name} were not all stopped: {exc}")
 

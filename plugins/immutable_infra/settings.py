@@ -35,6 +35,15 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "reap_expired": ("at the start, delete every run on the endpoint whose ExpiresAt has passed (see immutable-infra reap)", "bool", False),
     "dev_box": ("a testinfra host URL of the developers' box (ssh://vagrant@127.0.0.1:2222): the image parity suite "
                 "reads its packages live instead of the recorded vagrant manifest", "string", ""),
+    "host_user": ("outside the embedded sandbox: the user the host suite logs in as on the group's instances "
+                  "(admin, ec2-user, ubuntu); with --host-key it reaches them through the group's bastion", "string", ""),
+    "host_key": ("outside the embedded sandbox: the ssh private key file that opens the instances and the bastion",
+                 "string", ""),
+    "bastion": ("outside the embedded sandbox: reach the instances' private addresses through USER@HOST[:PORT] "
+                "(ssh ProxyJump); default: the group's running instance tagged with the bastion role that has a "
+                "public address", "string", ""),
+    "bastion_role": ("the Role tag value of the group's bastion instance, when --bastion is not given "
+                     "(default: bastion)", "string", "bastion"),
     "no_hosts": ("do not build the embedded hosts of the groups' instances: the host suite (suites/test_hosts.py) skips", "bool", False),
 }
 
@@ -95,6 +104,10 @@ class Settings:
     reap_expired: bool = False
     no_hosts: bool = False
     dev_box: str | None = None
+    host_user: str | None = None
+    host_key: Path | None = None
+    bastion: str | None = None
+    bastion_role: str = "bastion"
     home: Path = Path(".immutable-infra")
     #: Where each setting that was given came from, as the user wrote it: "--keep", "IMMUTABLE_INFRA_KEEP",
     #: "ini key immutable_infra_keep". Messages name the setting by it.
@@ -222,6 +235,10 @@ def from_pytest_config(config: Any) -> Settings:
         reap_expired=flag("reap_expired"),
         no_hosts=flag("no_hosts"),
         dev_box=get("dev_box") or None,
+        host_user=get("host_user") or None,
+        host_key=path(os.path.expanduser(get("host_key"))) if get("host_key") else None,
+        bastion=get("bastion") or None,
+        bastion_role=str(get("bastion_role") or "bastion"),
         home=_home(config, root),
     )
     if os.environ.get("IMMUTABLE_INFRA_HOME"):
@@ -274,6 +291,17 @@ def path_problems(s: Settings, reports: bool = True) -> list[str]:
                 f"{s.source('terraform')} {s.terraform} {what}; give the path of a terraform or tofu binary "
                 "(or one on PATH), or drop it to use the embedded Terraform"
             )
+    if s.host_key is not None:
+        key = s.given("host_key", s.host_key)
+        if not s.host_key.exists():
+            problems.append(f"{key} does not exist; give the ssh private key file that opens the instances (ssh -i)")
+        elif not s.host_key.is_file():
+            problems.append(f"{key} is not a file; give the ssh private key file that opens the instances (ssh -i)")
+        elif not os.access(s.host_key, os.R_OK):
+            problems.append(f"{key} cannot be read; give a private key file you can read")
+    if s.dev_box and s.dev_box.startswith("vagrant://") and shutil.which("vagrant") is None:
+        problems.append(f"{s.given('dev_box', s.dev_box)}: vagrant is not on PATH; install Vagrant, or give the box "
+                        "as an ssh URL (vagrant ssh-config > box.ssh-config; --dev-box ssh://default?ssh_config=box.ssh-config)")
     return problems
 
 
@@ -313,6 +341,7 @@ def usage_problems(s: Settings) -> list[str]:
                         "drop one of them")
     if s.audit and s.keep:
         problems.append(f"{audit} never destroys anything, so {keep} has no meaning there; drop it")
+    problems += _remote_host_problems(s)
     if s.parallelism < 1:
         problems.append(f"{s.source('parallelism')} must be at least 1, not {s.parallelism}")
     return problems
@@ -322,3 +351,23 @@ def _run_id_ok(run_id: str) -> bool:
     from immutable_infra.ephemeral import RUN_ID
 
     return bool(RUN_ID.match(run_id))
+
+
+def _remote_host_problems(s: Settings) -> list[str]:
+    """--host-user, --bastion, --bastion-role that cannot be used, each with its fix."""
+    from immutable_infra.transports import parse_bastion, user_problem
+
+    problems = []
+    if s.host_user:
+        problem = user_problem(s.host_user, s.given("host_user", s.host_user))
+        if problem:
+            problems.append(problem)
+    if s.bastion:
+        try:
+            parse_bastion(s.bastion, s.given("bastion", s.bastion))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if not s.bastion_role.strip() or any(c.isspace() for c in s.bastion_role):
+        problems.append(f"{s.given('bastion_role', s.bastion_role)} is not a Role tag value; give the bastion's "
+                        "role as its instances are tagged (Role=bastion), without spaces")
+    return problems
