@@ -11,6 +11,7 @@ from immutable_infra.checks.parity import (
 from immutable_infra.findings import format_findings
 from immutable_infra.hosts import ImageHost, live_content_check
 from immutable_infra.plugin import cannot_check
+from immutable_infra.transports import dev_box_url
 
 
 @pytest.fixture
@@ -79,8 +80,8 @@ def read_dev_box(applied_group, image_catalog, infra, request=None):
     hosts, why_not = find_image_hosts(request, applied_group, catalog, infra) if request is not None else (
         {}, "no image host (none asked for)")
     with cannot_check(infra, f"parity: the dev box {infra.settings.given('dev_box', url)}"):
-        return live_content_check(applied_group.name, _templates(applied_group, catalog), catalog, allow, url,
-                                  image_hosts=hosts, no_image_host=why_not)
+        return live_content_check(applied_group.name, _templates(applied_group, catalog), catalog, allow,
+                                  dev_box_url(infra), image_hosts=hosts, no_image_host=why_not)
 
 
 @pytest.fixture

@@ -46,7 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(flag, action="append", default=[], dest=name,
                             metavar="NAME" if name == "group" else "KEY=VALUE|FILE", help=f"{help_text} [env {env}]")
         else:
-            metavar = "URL" if name == "dev_box" else name.split("_")[-1].upper()
+            metavar = {"dev_box": "URL", "bastion": "USER@HOST[:PORT]", "host_key": "FILE", "bastion_role": "ROLE"}.get(
+                name, name.split("_")[-1].upper())
             group.addoption(flag, action="store", default=None, dest=name, metavar=metavar,
                             help=f"{help_text} [env {env}]")
         parser.addini(settings_mod.ini_name(name), help_text, type=ini_type if ini_type != "bool" else "bool",

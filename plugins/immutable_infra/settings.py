@@ -33,8 +33,9 @@ OPTIONS: dict[str, tuple[str, str, Any]] = {
     "parallelism": (f"Terraform -parallelism (default: {DEFAULT_PARALLELISM})", "string", str(DEFAULT_PARALLELISM)),
     "ttl": ("how long the run's resources live: their ExpiresAt tag, for the reaper (90m, 2h, 1d; default 6h)", "string", ""),
     "reap_expired": ("at the start, delete every run on the endpoint whose ExpiresAt has passed (see immutable-infra reap)", "bool", False),
-    "dev_box": ("a testinfra host URL of the developers' box (ssh://vagrant@127.0.0.1:2222): the image parity suite "
-                "reads its packages live instead of the recorded vagrant manifest", "string", ""),
+    "dev_box": ("a testinfra host URL of the developers' box (ssh://vagrant@127.0.0.1:2222), or vagrant://NAME[?cwd=DIR]: "
+                "the image parity suite reads its packages and config files live instead of the recorded vagrant "
+                "manifests", "string", ""),
     "host_user": ("outside the embedded sandbox: the user the host suite logs in as on the group's instances "
                   "(admin, ec2-user, ubuntu); with --host-key it reaches them through the group's bastion", "string", ""),
     "host_key": ("outside the embedded sandbox: the ssh private key file that opens the instances and the bastion",
