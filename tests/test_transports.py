@@ -522,21 +522,28 @@ def test_dev_box_url_resolves_the_sessions_setting_into_the_run_folder(tmp_path,
         transports.dev_box_url(harness("vagrant://box2", dev_box="ini key immutable_infra_dev_box"))
 
 
-def test_an_xdist_worker_of_an_embedded_session_neither_builds_nor_reaches_hosts(tmp_path):
+def test_an_xdist_worker_of_an_embedded_session_builds_embedded_hosts_and_reaches_none_over_ssh(tmp_path):
     """A worker's endpoint is the controller's embedded moto; with --host-user/--host-key given it must not take
-    that for AWS and ssh anywhere: it skips, as the host suite did on workers before."""
+    that for AWS and ssh anywhere: it builds the group's embedded hosts, as the controller does without -n."""
     given = Settings(aws_endpoint="http://127.0.0.1:5000", host_user="root", host_key=Path("/k"))
-    reason = group_hosts.why_not_at_all(given, worker_of_embedded=True)
-    assert reason == group_hosts.WORKER_OF_EMBEDDED.format(endpoint="http://127.0.0.1:5000")
-    assert group_hosts.why_not_at_all(given) is None  # the same settings named by the user: reached on that endpoint
+    assert group_hosts.why_not_at_all(given, runtime=lambda: None, embedded=True) is None
+    assert group_hosts.why_not_at_all(Settings(aws_endpoint="http://127.0.0.1:5000"), runtime=lambda: None,
+                                      embedded=True) is None  # no user or key needed for embedded hosts
+    assert "--host-user" in group_hosts.why_not_at_all(Settings(aws_endpoint="http://127.0.0.1:5000"))
+    if runtime_available():
+        pytest.skip(runtime_available())
+    build_rootfs("debian12-base")  # cached: not part of the session
     key = tmp_path / "id_ed25519"
     key.write_text("not used\n")
     project = _endpoint_project(tmp_path / "project")
-    (project / "test_own_hosts.py").write_text("def test_own_hosts(infra_hosts):\n    assert infra_hosts.contracts\n")
-    proc, outcomes = _session(project, ["test_own_hosts.py"], "-n", "1", "--host-user", "root", "--host-key", str(key))
-    kind, message = outcomes["test_own_hosts[chaos-lab]"]
-    assert kind == "skipped" and "embedded hosts are not built on pytest-xdist workers" in message, (kind, message)
-    assert not list((project / "home").glob("runs/*/hosts"))
+    proc, outcomes = _session(project, ["suites/test_hosts.py"], "-n", "1", "--host-user", "root",
+                              "--host-key", str(key))
+    assert outcomes.get("test_hosts_match_their_role_contract[chaos-lab]", ("missing",))[0] == "passed", proc.stdout[-3000:]
+    facts = json.loads((project / "reports" / "summary.json").read_text())["groups"]["chaos-lab"]["checks"]["hosts"]
+    assert facts["verdict"] == "pass" and len(facts["facts"]["checked"]) == 1
+    (written,) = list((project / "home").glob("runs/*/hosts/chaos-lab"))
+    assert not (written / "inventory.yml").exists() and "ProxyJump" not in (written / "ssh_config").read_text()
+    assert leftovers(only=[d.name for d in written.glob("iih-*")]) == [] and list(written.glob("iih-*"))
 
 
 def test_a_discovered_bastion_instance_is_reached_on_its_public_address_and_the_others_through_it(host, tmp_path):

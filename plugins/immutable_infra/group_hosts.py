@@ -47,24 +47,18 @@ class Hosts(Protocol):
     def stop(self) -> None: ...
 
 
-#: Why an xdist worker of an embedded session skips the host suite (as it did before hosts were reached on AWS).
-WORKER_OF_EMBEDDED = ("hosts: embedded hosts are not built on pytest-xdist workers in this version (this worker "
-                      "shares the controller's embedded sandbox, {endpoint}); run the host suite without -n")
-
-
 def why_not_at_all(settings: Settings, runtime: Callable[[], str | None] | None = None, *,
-                   worker_of_embedded: bool = False) -> str | None:
+                   embedded: bool | None = None) -> str | None:
     """Why no host of any group is checked in this session (``--no-hosts``; outside the embedded sandbox: no user
-    or key to reach them with; in it: no runtime; an xdist worker of an embedded session), or None.
+    or key to reach them with; in it: no runtime), or None.
 
-    ``worker_of_embedded``: this is an xdist worker whose endpoint is the controller's embedded sandbox (its
-    settings name that endpoint, but the user named none): its hosts are neither built nor reached over ssh.
+    ``embedded`` (default ``settings.embedded``): the session's endpoint is the embedded sandbox. An xdist worker
+    of an embedded session passes True: its settings name the controller's moto as the endpoint, yet its hosts
+    are embedded hosts on this machine like the controller's, never instances reached over ssh.
     """
     if settings.no_hosts:
         return f"hosts: not checked ({settings.source('no_hosts')})"
-    if worker_of_embedded:
-        return WORKER_OF_EMBEDDED.format(endpoint=settings.aws_endpoint or "the embedded sandbox")
-    if not settings.embedded:
+    if not (settings.embedded if embedded is None else embedded):
         from immutable_infra.transports import remote_settings_reason
 
         return remote_settings_reason(settings)

@@ -510,10 +510,11 @@ def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str)
     from immutable_infra import group_hosts
 
     s = infra.settings
-    # an xdist worker of an embedded session: its endpoint is the controller's moto, not one the user named
-    worker_of_embedded = (distributed.worker_input(request.config) is not None and not s.real_aws
-                          and "aws_endpoint" not in s.sources)
-    reason = group_hosts.why_not_at_all(s, worker_of_embedded=worker_of_embedded)
+    # an xdist worker of an embedded session: its endpoint is the controller's moto, not one the user named; its
+    # hosts are embedded hosts on this machine, like the controller's
+    embedded = s.embedded or (distributed.worker_input(request.config) is not None and not s.real_aws
+                              and "aws_endpoint" not in s.sources)
+    reason = group_hosts.why_not_at_all(s, embedded=embedded)
     if reason:
         pytest.skip(reason)
     applied = request.getfixturevalue("applied_group")
@@ -522,7 +523,6 @@ def infra_hosts(request: pytest.FixtureRequest, infra: Harness, group_name: str)
         instances, addresses = group_hosts.group_instances(infra, applied.name)
     if not group_hosts.contracted(instances, roles):
         pytest.skip(group_hosts.no_contract_reason(group_name, instances, infra.catalog.roles_file))
-    embedded = infra.settings.embedded
     if embedded:
         infra.say(f"{group_name}: starting an embedded host per running instance")
     else:
