@@ -81,6 +81,10 @@ def host_chaos(applied_group, infra, infra_hosts, host_facts, infra_report):
     infra_report.fact(group, "chaos", host_faults_not_aimed=dict(exp.aimed.not_aimed))
     if exp.dry_run:
         return exp
+    named = sum(1 for f in exp.injected if not exp.attribution.missed.get(repr(f)))
+    infra.say(f"{group}: host faults: {len(exp.injected)} injected ({len(exp.aimed.not_aimed)} not aimed), {named} "
+              f"named by the host check, {len(exp.false_alarms)} false alarm(s); {len(exp.replaced)} host(s) replaced "
+              f"from the image; {', '.join(f'{k} {v} s' for k, v in exp.seconds.items())}")
     columns = (host_faults.CHECK, *verify.CHECKS)
     matrix = detection_matrix(exp.matrix_rows(), checks=columns)
     infra_report.extra += write_matrix(matrix, infra.settings.reports_dir / "chaos" / group / "hosts")

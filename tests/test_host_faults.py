@@ -217,6 +217,26 @@ def test_attribute_names_caught_missed_and_false_alarms():
     assert attribute([stop], after, after).missed == {repr(stop): ["service-not-running:nginx"]}
 
 
+def test_a_dry_run_aims_and_plans_and_touches_nothing(tmp_path):
+    facts = proxy_facts()
+    targets = {"i-1": HostTarget("reverse-proxy", PINNED_PROXY, facts),
+               "i-2": HostTarget("reverse-proxy", PROXY, facts)}
+    calls = []
+
+    def aws_pass():
+        calls.append("aws")
+        return [], []
+
+    # no host exists: anything but aiming and planning would fail on the empty GroupHosts
+    exp = host_faults.run_experiment("g", GroupHosts(), targets, tmp_path, SEED_ROLES, dry_run=True, aws_pass=aws_pass)
+    assert exp.dry_run and len(exp.aimed.faults) == 4 and not exp.aimed.not_aimed
+    assert calls == [] and exp.replaced == [] and exp.seconds == {}
+    plans = exp.aimed.plans()
+    assert plans[0] == "HostPackageChanged(instance_id='i-1', package='nginx-light', version='1.22.1-9+deb12u9+chaos1')"
+    assert any(line.startswith("  on i-2: systemctl stop nginx") for line in plans)
+    assert exp.findings() == [] and exp.matrix_rows() == []
+
+
 # -- on an embedded host ---------------------------------------------------------------------------
 
 

@@ -577,7 +577,8 @@ class HostExperiment:
 
     @property
     def injected(self) -> list[HostFault]:
-        return [f for f in self.aimed.faults if repr(f) not in self.errors]
+        """The faults injected (none in a dry run; not those that failed)."""
+        return [] if self.dry_run else [f for f in self.aimed.faults if repr(f) not in self.errors]
 
     @property
     def false_alarms(self) -> list[Finding]:
