@@ -510,8 +510,9 @@ def replace_hosts(hosts: GroupHosts, instance_ids: Iterable[str], playbooks_dir:
     image (same instance id, same private IP, same run folder) and configured by its role's playbook, one
     ansible-playbook run per role. ``hosts`` is updated in place; returns role -> the playbook run.
 
-    A host that fails to boot or configure raises :class:`HostFaultError`; the new hosts started so far stay in
-    ``hosts`` (so ``hosts.stop()`` stops them) and a replaced host that could not be started is left out of it.
+    The hosts are stopped and booted at the same time, and the roles' playbooks run at the same time. A host
+    that fails to boot or configure raises :class:`HostFaultError`; the new hosts started stay in ``hosts`` (so
+    ``hosts.stop()`` stops them) and a replaced host that could not be started is left out of it.
     """
     from immutable_infra.embedded_hosts import apply_playbook, build_rootfs, start_host
 
@@ -520,18 +521,18 @@ def replace_hosts(hosts: GroupHosts, instance_ids: Iterable[str], playbooks_dir:
     if unknown:
         raise HostFaultError(f"cannot replace {', '.join(unknown)}: not a host of this group")
     rootfs = build_rootfs(template, cache_dir)
-    old = {i: hosts.hosts[i] for i in ids}
-    for instance_id in ids:
-        hosts.hosts.pop(instance_id).stop()
 
-    def boot(instance_id: str):
-        handle = start_host(instance_id, old[instance_id].private_ip, rootfs, old[instance_id].directory.parent)
+    def replace(instance_id: str):
+        old = hosts.hosts[instance_id]
+        old.stop()  # a host that does not stop stays in ``hosts``: the group's teardown tries again
+        del hosts.hosts[instance_id]
+        handle = start_host(instance_id, old.private_ip, rootfs, old.directory.parent)
         handle.instance_id = instance_id
         return handle
 
     errors = []
-    with ThreadPoolExecutor(max_workers=max(1, min(4, len(ids)))) as pool:
-        futures = {i: pool.submit(boot, i) for i in ids}
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(ids)))) as pool:  # stops and boots mostly wait
+        futures = {i: pool.submit(replace, i) for i in ids}
     for instance_id, future in futures.items():
         try:
             hosts.hosts[instance_id] = future.result()
@@ -539,13 +540,19 @@ def replace_hosts(hosts: GroupHosts, instance_ids: Iterable[str], playbooks_dir:
             errors.append(f"{instance_id}: {exc}")
     if errors:
         raise HostFaultError("host replacement: " + "; ".join(errors))
+    by_role = {role: [hosts.hosts[i] for i in ids if hosts.roles.get(i) == role]
+               for role in sorted({hosts.roles[i] for i in ids if i in hosts.roles})}
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(by_role)))) as pool:
+        futures = {role: pool.submit(apply_playbook, handles, Path(playbooks_dir) / roles[role].playbook, role=role)
+                   for role, handles in by_role.items()}
     runs = {}
-    for role in sorted({hosts.roles[i] for i in ids if i in hosts.roles}):
-        handles = [hosts.hosts[i] for i in ids if hosts.roles.get(i) == role]
+    for role, future in futures.items():
         try:
-            runs[role] = apply_playbook(handles, Path(playbooks_dir) / roles[role].playbook, role=role)
+            runs[role] = future.result()
         except ToolError as exc:
-            raise HostFaultError(f"host replacement: {exc}") from exc
+            errors.append(str(exc))
+    if errors:
+        raise HostFaultError("host replacement: " + "; ".join(errors))
     return runs
 
 
@@ -633,6 +640,12 @@ def run_experiment(group: str, hosts: GroupHosts, targets: Mapping[str, HostTarg
         t = targets[instance_id]
         return find_host_findings(group, instance_id, t.role, t.contract, facts, address=addresses.get(instance_id, ""))
 
+    def read_all(ids: list[str]) -> dict[str, HostFacts]:
+        """One read of each host, the hosts at the same time (each read is many short ssh round trips)."""
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(ids)))) as pool:
+            futures = {i: pool.submit(read_host_facts, hosts.hosts[i].url, targets[i].contract) for i in ids}
+        return {i: future.result() for i, future in futures.items()}
+
     exp = HostExperiment(group, aim(targets, names), dry_run=dry_run)
     if dry_run or not exp.aimed.faults:
         return exp
@@ -651,8 +664,7 @@ def run_experiment(group: str, hosts: GroupHosts, targets: Mapping[str, HostTarg
                 exp.errors[repr(fault)] = str(exc)
         exp.seconds["inject"] = round(time.monotonic() - clock, 1)
         clock = time.monotonic()
-        after = [f for i in sorted(targets)
-                 for f in judge(i, read_host_facts(hosts.hosts[i].url, targets[i].contract))]
+        after = [f for i, facts in read_all(sorted(targets)).items() for f in judge(i, facts)]
         exp.attribution = attribute(exp.injected, baseline, after)
         exp.seconds["read"] = round(time.monotonic() - clock, 1)
         if aws_pass is not None:
@@ -670,7 +682,7 @@ def run_experiment(group: str, hosts: GroupHosts, targets: Mapping[str, HostTarg
         exp.seconds["replace"] = round(time.monotonic() - clock, 1)
     if not exp.repair_error:
         clock = time.monotonic()
-        repaired = [f for i in touched for f in judge(i, read_host_facts(hosts.hosts[i].url, targets[i].contract))]
+        repaired = [f for i, facts in read_all(touched).items() for f in judge(i, facts)]
         exp.residue = new_findings(baseline, repaired)
         exp.seconds["prove"] = round(time.monotonic() - clock, 1)
     return exp
