@@ -9,12 +9,16 @@
   the summary, without building anything.
 - SIGTERM while a group's hosts run: the session stops them before it destroys
   the run, and leaves nothing.
+- The same session runs the host faults (``immutable_infra.host_faults``) on
+  chaos-lab's two hosts (python3 pinned at the image's version in the test
+  catalog, so an upgrade in place breaks the contract): each of the four named
+  with its instance id, no false alarm from the host check or the AWS-side
+  checks, both hosts replaced from the image and green, the matrix written.
 - Every seed role (fixtures/roles.toml) on its own host, configured by its seed
   playbook offline: no finding.
-- One embedded host of the seed's ``reverse-proxy`` role, four faults made in
-  place (a package at another version, the service stopped, a config file
-  edited, a port opened on 0.0.0.0): one read, each named by
-  ``find_host_findings`` with the instance id.
+
+The four faults on one host of the seed's ``reverse-proxy`` role are in
+``tests/test_host_faults.py``.
 
 Needs root, systemd-nspawn, debootstrap (``tools/install-host-runtime``) for
 the host parts; they skip with the reason otherwise.
@@ -35,15 +39,8 @@ import pytest
 
 from immutable_infra import group_hosts
 from immutable_infra.checks.hosts import find_host_findings
-from immutable_infra.embedded_hosts import (
-    apply_playbook,
-    build_rootfs,
-    leftovers,
-    runtime_available,
-    start_host,
-)
-from immutable_infra.errors import ToolError
-from immutable_infra.hosts import HostUnreachable, read_host_facts
+from immutable_infra.embedded_hosts import build_rootfs, leftovers, runtime_available
+from immutable_infra.hosts import read_host_facts
 from immutable_infra.roles import load_roles
 from immutable_infra.settings import Settings
 
@@ -112,12 +109,25 @@ def test_the_seed_roles_of_prd_sg_slave_have_host_contracts():
 # -- sessions -----------------------------------------------------------------------------------
 
 
-def make_project(root: Path, groups: list[str], conftest: str = "") -> Path:
+def image_version(rootfs: Path, package: str) -> str:
+    """A package's version in the cached host image (its dpkg status)."""
+    for stanza in (rootfs / "var" / "lib" / "dpkg" / "status").read_text().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
+        if fields.get("Package") == package:
+            return fields["Version"]
+    raise AssertionError(f"{package} is not in the image {rootfs}")
+
+
+def make_project(root: Path, groups: list[str], conftest: str = "", python3: str = "*") -> Path:
+    """A project with the test groups, the test catalog plus the seed's microservice host contract (python3 pinned
+    at ``python3``: the image's version, so the host faults can aim an upgrade in place), and the suites."""
     project = root
     for group in groups:
         shutil.copytree(TESTS / "groups" / group, project / "groups" / group)
     roles = (TESTS / "roles.toml").read_text()
-    (project / "roles.toml").write_text(roles.rstrip("\n") + "\n\n" + MICROSERVICE_HOST.strip() + "\n")
+    host = MICROSERVICE_HOST.replace('packages = { python3 = "*" }', f'packages = {{ python3 = "{python3}" }}')
+    assert python3 == "*" or python3 in host, "the seed's microservice contract no longer lists python3"
+    (project / "roles.toml").write_text(roles.rstrip("\n") + "\n\n" + host.strip() + "\n")
     shutil.copytree(TESTS / "playbooks", project / "playbooks")
     shutil.copy(ROOT / "fixtures" / "playbooks" / "microservice.yml", project / "playbooks" / "microservice.yml")
     shutil.copytree(ROOT / "suites", project / "suites")
@@ -157,8 +167,9 @@ HOST_TEST = "test_hosts::test_hosts_match_their_role_contract"
 @pytest.fixture(scope="module")
 def hosts_session(tmp_path_factory):
     needs_runtime()
-    build_rootfs("debian12-base")  # cached: not part of the session's time
-    project = make_project(tmp_path_factory.mktemp("group-hosts"), ["chaos-lab", "tiny"])
+    rootfs = build_rootfs("debian12-base")  # cached: not part of the session's time
+    project = make_project(tmp_path_factory.mktemp("group-hosts"), ["chaos-lab", "tiny"],
+                           python3=image_version(rootfs, "python3"))
     proc, outcomes, seconds = run_session(project, ["chaos-lab", "tiny"], ["suites/test_hosts.py"])
     host_dirs = sorted(p.name for p in (project / "home" / "runs").glob("*/hosts/*/iih-*"))
     return proc, outcomes, seconds, host_dirs, project
@@ -168,13 +179,40 @@ def test_the_host_suite_builds_checks_and_stops_the_groups_hosts(hosts_session, 
     proc, outcomes, seconds, host_dirs, project = hosts_session
     record_property("session_seconds", round(seconds, 1))
     assert outcomes.get(f"{HOST_TEST}[chaos-lab]", ("missing",))[0] == "passed", proc.stdout[-3000:]
-    assert len(host_dirs) == 2, host_dirs  # one host per running instance of chaos-lab
-    assert "chaos-lab checks: hosts pass" in proc.stdout, proc.stdout[-3000:]
+    # one host per running instance of chaos-lab, and one more for each replaced after its host faults
+    assert len(host_dirs) == 4, host_dirs
+    assert "chaos-lab checks: chaos pass, hosts pass" in proc.stdout, proc.stdout[-3000:]
     assert leftovers(only=host_dirs) == []
-    hosts = json.loads((project / "reports" / "summary.json").read_text())["groups"]["chaos-lab"]["checks"]["hosts"]
+    checks = json.loads((project / "reports" / "summary.json").read_text())["groups"]["chaos-lab"]["checks"]
+    hosts = checks["hosts"]
     assert hosts["verdict"] == "pass" and hosts["findings"] == []
     assert hosts["facts"]["hosts"] == 2 and len(hosts["facts"]["checked"]) == 2
     assert set(hosts["facts"]["playbook_seconds"]) == {"microservice"}
+
+
+def test_the_host_faults_are_each_named_and_the_hosts_replaced(hosts_session, record_property):
+    proc, outcomes, _, _, project = hosts_session
+    for fault in ("host_package_changed", "host_service_stopped", "host_config_edited", "host_port_opened"):
+        test = f"test_hosts::test_host_fault_is_named_with_the_instance_id[chaos-lab-{fault}]"
+        assert outcomes.get(test, ("missing",))[0] == "passed", (test, outcomes.get(test))
+    for test in ("test_host_faults_raise_no_false_alarm", "test_hosts_green_after_replacement"):
+        assert outcomes[f"test_hosts::{test}[chaos-lab]"][0] == "passed", outcomes[f"test_hosts::{test}[chaos-lab]"]
+    chaos = json.loads((project / "reports" / "summary.json").read_text())["groups"]["chaos-lab"]["checks"]["chaos"]
+    facts = chaos["facts"]
+    record_property("host_faults_seconds", facts["host_faults_seconds"])
+    assert chaos["verdict"] == "pass" and chaos["findings"] == []
+    # two hosts, four faults: spread over both, two on each, none colliding
+    instances = sorted({f.split("instance_id='", 1)[1].split("'", 1)[0] for f in facts["host_faults"]})
+    assert len(facts["host_faults"]) == 4 and len(instances) == 2 and facts["host_faults_not_aimed"] == {}
+    assert facts["hosts_replaced"] == instances and facts["host_detection_ratio"] == 1.0
+    assert facts["host_missed"] == [] and facts["host_false_alarms"] == [] and facts["host_errors"] == {}
+    assert facts["host_aws_checks_watching"], "no AWS-side check watched"
+    matrix = json.loads((project / "reports" / "chaos" / "chaos-lab" / "hosts" / "chaos-matrix.json").read_text())
+    assert matrix["checks"][0] == "hosts" and len(matrix["rows"]) == 4
+    for row in matrix["rows"]:
+        assert row["cells"]["hosts"] == "detected" and row["detected"] == ["hosts"], row
+        assert {row["cells"][c] for c in matrix["checks"][1:]} == {"not-expected"}, row
+    assert (project / "reports" / "chaos" / "chaos-lab" / "hosts" / "chaos-matrix.md").is_file()
 
 
 def test_a_group_without_contracted_instances_is_skipped_with_the_reason(hosts_session):
@@ -229,59 +267,6 @@ def test_sigterm_while_hosts_run_stops_them_before_the_run_is_destroyed(tmp_path
     assert "[chaos-lab] destroyed" in out, out[-3000:]
     assert "chaos-lab: its 2 embedded host(s) stopped" in out, out[-3000:]
     assert out.index("chaos-lab: its 2 embedded host(s) stopped") < out.index("[chaos-lab] destroying")
-
-
-# -- four faults on one live host ---------------------------------------------------------------
-
-
-def ssh(handle, script: str) -> str:
-    proc = subprocess.run(handle.ssh_command("sh", "-c", f"'{script}'"), capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"{script}: {proc.stderr}"
-    return proc.stdout
-
-
-def test_four_host_faults_are_each_named_with_the_instance_id(tmp_path, record_property):
-    needs_runtime()
-    rootfs = build_rootfs("debian12-base")
-    role = SEED_ROLES["reverse-proxy"]
-    instance = "i-0fa0175e0000000a1"
-    started = time.monotonic()
-    handle = start_host(instance, "10.21.0.10", rootfs, tmp_path)
-    try:
-        apply_playbook(handle, ROOT / "fixtures" / "playbooks" / role.playbook, role="reverse-proxy")
-        curl = ssh(handle, "dpkg-query -W -f=\\${Version} curl")
-        # the seed pins no version ("*"): pin curl here, at what the image has, so a change in place shows
-        contract = role.host.model_copy(update={"packages": {**role.host.packages, "curl": curl}})
-        clean = find_host_findings("prd-sg-slave", instance, role.name, contract, read_host_facts(handle.url, contract))
-        assert clean == [], [f.found for f in clean]
-
-        ssh(handle, "set -e; d=/tmp/curl-fault; mkdir -p $d/DEBIAN; "
-                    f"printf \"Package: curl\\nVersion: {curl}+fault1\\nArchitecture: amd64\\n"
-                    "Maintainer: test <t@example.com>\\nDescription: curl changed in place\\n\" > $d/DEBIAN/control; "
-                    "dpkg-deb --build $d /tmp/curl-fault.deb >/dev/null; dpkg -i /tmp/curl-fault.deb >/dev/null")
-        ssh(handle, "sed -i /server_tokens/d /etc/nginx/conf.d/reverse-proxy.conf")
-        ssh(handle, "systemctl stop nginx")
-        ssh(handle, "systemd-run --unit=opened-port python3 -m http.server 9999 --bind 0.0.0.0 >/dev/null; "
-                    "for i in $(seq 50); do ss -ltn | grep -q :9999 && exit 0; sleep 0.1; done; exit 1")
-
-        findings = find_host_findings("prd-sg-slave", instance, role.name, contract,
-                                      read_host_facts(handle.url, contract))
-    finally:
-        handle.stop()
-    record_property("seconds", round(time.monotonic() - started, 1))
-    with pytest.raises(HostUnreachable) as unreachable:  # a tool error (the suite's fixture makes it a test error)
-        read_host_facts(handle.url, contract)
-    assert isinstance(unreachable.value, ToolError) and handle.link_ip in str(unreachable.value)
-    kinds = sorted(f.detail["kind"] for f in findings)
-    assert kinds == sorted(["package-version", "file-content", "service-not-running:nginx",
-                            "port-not-listening:80", "port-not-listening:443", "port-unexpected:9999"]), kinds
-    assert all(f.aws_id == instance and f.group == "prd-sg-slave" and f.detail["role"] == "reverse-proxy"
-               for f in findings)
-    by_kind = {f.detail["kind"]: f for f in findings}
-    assert by_kind["package-version"].found == f"curl {curl}+fault1"
-    assert "server_tokens off;" in by_kind["file-content"].found
-    assert by_kind["port-unexpected:9999"].detail["addresses"] == ["0.0.0.0"]
-    assert leftovers(only=[handle.netns]) == []
 
 
 def test_every_seed_role_playbook_satisfies_its_host_contract(tmp_path, record_property):

@@ -1360,8 +1360,11 @@ class Chaos:
 
 # -- the detection matrix
 
-def detection_matrix(results: Iterable[tuple[str, Sequence[str], Sequence[str]]]) -> dict[str, Any]:
+def detection_matrix(results: Iterable[tuple[str, Sequence[str], Sequence[str]]],
+                     checks: Sequence[str] = CHECKS) -> dict[str, Any]:
     """Fault x check, from (fault name, expected checks, detected checks) per injection.
+
+    ``checks`` are the matrix's columns, in order (the host faults' matrix adds ``hosts``).
 
     A cell is ``detected`` (expected and seen every time), ``missed``
     (expected, not seen at least once), ``not-expected`` or ``unexpected``
@@ -1375,8 +1378,8 @@ def detection_matrix(results: Iterable[tuple[str, Sequence[str], Sequence[str]]]
         row["runs"] += 1
         exp, det = set(expected), set(detected)
         for check in exp | det:
-            if check not in CHECKS:
-                raise ValueError(f"unknown check {check!r} for fault {fault}; checks are {', '.join(CHECKS)}")
+            if check not in checks:
+                raise ValueError(f"unknown check {check!r} for fault {fault}; checks are {', '.join(checks)}")
         for check in exp:
             row["expected"][check] = row["expected"].get(check, 0) + 1
             expected_total += 1
@@ -1389,7 +1392,7 @@ def detection_matrix(results: Iterable[tuple[str, Sequence[str], Sequence[str]]]
     out_rows = []
     for fault, row in rows.items():
         cells = {}
-        for check in CHECKS:
+        for check in checks:
             want = row["expected"].get(check, 0)
             got = row["detected"].get(check, 0)
             if want:
@@ -1399,11 +1402,11 @@ def detection_matrix(results: Iterable[tuple[str, Sequence[str], Sequence[str]]]
             else:
                 cells[check] = NOT_EXPECTED
         out_rows.append({"fault": fault, "runs": row["runs"], "cells": cells,
-                         "expected": sorted(row["expected"], key=CHECKS.index),
+                         "expected": sorted(row["expected"], key=list(checks).index),
                          "detected": sorted(set(row["detected"]) | set(row.get("unexpected", {})),
-                                            key=CHECKS.index)})
+                                            key=list(checks).index)})
     return {
-        "checks": list(CHECKS),
+        "checks": list(checks),
         "rows": out_rows,
         "expected": expected_total,
         "detected": detected_total,
