@@ -64,6 +64,10 @@ def host_chaos(applied_group, infra, infra_hosts, host_facts, infra_report):
     from immutable_infra.reading import Reading
 
     group = applied_group.name
+    if not getattr(infra_hosts, "embedded", True):
+        pytest.skip(f"host faults: injected only on embedded hosts in this version; {group}'s hosts are instances "
+                    "reached over ssh, and repairing a host fault replaces the host (on AWS: the instance), which "
+                    "is not done")
     targets = {i: host_faults.HostTarget(infra_hosts.roles[i], infra_hosts.contracts[i], facts)
                for i, facts in host_facts.items()}
 
