@@ -38,7 +38,8 @@ def test_hosts_match_their_role_contract(applied_group, infra, infra_hosts, host
         role = infra_hosts.roles[instance_id]
         with cannot_check(infra, f"host {instance_id} (role {role}) of {applied_group.name}"):
             findings += find_host_findings(applied_group.name, instance_id, role, infra_hosts.contracts[instance_id],
-                                           facts, address=infra_hosts.addresses.get(instance_id, ""))
+                                           facts, address=infra_hosts.addresses.get(instance_id, ""),
+                                           baked=infra_hosts.baked.get(instance_id))
     infra_report.findings(applied_group.name, "hosts", findings)
     group_hosts = infra_hosts.hosts
     infra_report.fact(applied_group.name, "hosts", hosts=len(group_hosts.hosts), checked=sorted(host_facts),
@@ -68,7 +69,8 @@ def host_chaos(applied_group, infra, infra_hosts, host_facts, infra_report):
         pytest.skip(f"host faults: injected only on embedded hosts in this version; {group}'s hosts are instances "
                     "reached over ssh, and repairing a host fault replaces the host (on AWS: the instance), which "
                     "is not done")
-    targets = {i: host_faults.HostTarget(infra_hosts.roles[i], infra_hosts.contracts[i], facts)
+    targets = {i: host_faults.HostTarget(infra_hosts.roles[i], infra_hosts.contracts[i], facts,
+                                         infra_hosts.baked.get(i))
                for i, facts in host_facts.items()}
 
     def aws_pass():

@@ -10,8 +10,8 @@
 - SIGTERM while a group's hosts run: the session stops them before it destroys
   the run, and leaves nothing.
 - The same session runs the host faults (``immutable_infra.host_faults``) on
-  chaos-lab's two hosts (python3 pinned at the image's version in the test
-  catalog, so an upgrade in place breaks the contract): each of the four named
+  chaos-lab's two hosts (python3 pinned "baked" by the seed's contract: the
+  image's version, so an upgrade in place breaks it): each of the four named
   with its instance id, no false alarm from the host check or the AWS-side
   checks, both hosts replaced from the image and green, the matrix written.
 - Every seed role (fixtures/roles.toml) on its own host, configured by its seed
@@ -109,25 +109,15 @@ def test_the_seed_roles_of_prd_sg_slave_have_host_contracts():
 # -- sessions -----------------------------------------------------------------------------------
 
 
-def image_version(rootfs: Path, package: str) -> str:
-    """A package's version in the cached host image (its dpkg status)."""
-    for stanza in (rootfs / "var" / "lib" / "dpkg" / "status").read_text().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
-        if fields.get("Package") == package:
-            return fields["Version"]
-    raise AssertionError(f"{package} is not in the image {rootfs}")
-
-
-def make_project(root: Path, groups: list[str], conftest: str = "", python3: str = "*") -> Path:
+def make_project(root: Path, groups: list[str], conftest: str = "") -> Path:
     """A project with the test groups, the test catalog plus the seed's microservice host contract (python3 pinned
-    at ``python3``: the image's version, so the host faults can aim an upgrade in place), and the suites."""
+    "baked": the image's version, so the host faults can aim an upgrade in place), and the suites."""
     project = root
     for group in groups:
         shutil.copytree(TESTS / "groups" / group, project / "groups" / group)
     roles = (TESTS / "roles.toml").read_text()
-    host = MICROSERVICE_HOST.replace('packages = { python3 = "*" }', f'packages = {{ python3 = "{python3}" }}')
-    assert python3 == "*" or python3 in host, "the seed's microservice contract no longer lists python3"
-    (project / "roles.toml").write_text(roles.rstrip("\n") + "\n\n" + host.strip() + "\n")
+    assert 'packages = { python3 = "baked" }' in MICROSERVICE_HOST, "the seed's microservice contract changed"
+    (project / "roles.toml").write_text(roles.rstrip("\n") + "\n\n" + MICROSERVICE_HOST.strip() + "\n")
     shutil.copytree(TESTS / "playbooks", project / "playbooks")
     shutil.copy(ROOT / "fixtures" / "playbooks" / "microservice.yml", project / "playbooks" / "microservice.yml")
     shutil.copytree(ROOT / "suites", project / "suites")
@@ -167,9 +157,8 @@ HOST_TEST = "test_hosts::test_hosts_match_their_role_contract"
 @pytest.fixture(scope="module")
 def hosts_session(tmp_path_factory):
     needs_runtime()
-    rootfs = build_rootfs("debian12-base")  # cached: not part of the session's time
-    project = make_project(tmp_path_factory.mktemp("group-hosts"), ["chaos-lab", "tiny"],
-                           python3=image_version(rootfs, "python3"))
+    build_rootfs("debian12-base")  # cached: not part of the session's time
+    project = make_project(tmp_path_factory.mktemp("group-hosts"), ["chaos-lab", "tiny"])
     proc, outcomes, seconds = run_session(project, ["chaos-lab", "tiny"], ["suites/test_hosts.py"])
     host_dirs = sorted(p.name for p in (project / "home" / "runs").glob("*/hosts/*/iih-*"))
     return proc, outcomes, seconds, host_dirs, project
@@ -273,8 +262,10 @@ def test_every_seed_role_playbook_satisfies_its_host_contract(tmp_path, record_p
     """One embedded host per seed role, configured by the seed playbook offline: no finding (the seed stays honest)."""
     from immutable_infra.embedded_hosts import embedded_hosts_for_group
 
+    from immutable_infra.embedded_hosts import image_packages
+
     needs_runtime()
-    build_rootfs("debian12-base")
+    baked = image_packages(build_rootfs("debian12-base"))  # the seed pins its packages "baked"
     described = [{"InstanceId": f"i-seed{k:02d}", "PrivateIpAddress": f"10.99.0.{k + 10}", "State": {"Name": "running"},
                   "Tags": [{"Key": "Role", "Value": name}]} for k, name in enumerate(sorted(SEED_ROLES))]
     started = time.monotonic()
@@ -285,7 +276,8 @@ def test_every_seed_role_playbook_satisfies_its_host_contract(tmp_path, record_p
         for instance_id, handle in hosts.hosts.items():
             role = SEED_ROLES[hosts.roles[instance_id]]
             facts = read_host_facts(handle.url, role.host)
-            found[role.name] = [f.found for f in find_host_findings("seed", instance_id, role.name, role.host, facts)]
+            found[role.name] = [f.found for f in find_host_findings("seed", instance_id, role.name, role.host, facts,
+                                                                    baked=baked)]
     record_property("seconds", round(time.monotonic() - started, 1))
     assert found == {name: [] for name in SEED_ROLES}, found
     assert leftovers(only=names) == []

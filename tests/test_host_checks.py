@@ -112,7 +112,7 @@ BASE = '[roles.consul]\nkinds = ["ops-center"]\nplaybook = "c.yml"\ntier = "priv
      "[roles.consul.host] ports must be a list of port numbers 1-65535, e.g. ports = [8500]; got [0]"),
     ('[roles.consul.host]\npackages = { consul = 1 }\n',
      "[roles.consul.host] packages must map package names to versions, e.g. packages = { nginx = \"1.22.1-9\" } "
-     "(or \"*\" for any version); got {'consul': 1}"),
+     "(or \"baked\" for the image's version, \"*\" for any); got {'consul': 1}"),
     ('[roles.consul.host]\nusers = "consul"\n',
      "[roles.consul.host] users must be a list of names, e.g. users = [\"consul\"]; got 'consul'"),
     ('[[roles.consul.host.files]]\npath = "etc/consul.hcl"\n',
@@ -506,3 +506,67 @@ def test_live_parity_with_an_unreachable_host_is_an_error(tmp_path):
     assert isinstance(info.value, ToolError)
     assert str(info.value).startswith("ssh://nobody@127.0.0.1:1: cannot list packages: ")
     assert "refused" in str(info.value)
+
+
+# --------------------------------------------------------------------------- "baked": the image's version
+
+
+BAKED = CATALOG.replace('ca-certificates = "*"', 'ca-certificates = "baked"')
+
+
+@pytest.fixture
+def baked_contract(tmp_path: Path) -> HostContract:
+    return _contract(tmp_path, BAKED)
+
+
+def test_baked_pin_holds_the_host_to_its_images_version(baked_contract):
+    facts = recorded("healthy")
+    image = {"ca-certificates": facts["packages"]["ca-certificates"], "bash": "5.2.15-2+b2"}
+    assert find_host_findings(GROUP, IID, ROLE, baked_contract, facts, baked=image) == []
+    facts["packages"]["ca-certificates"] = image["ca-certificates"] + "+chaos1"  # upgraded in place on the host
+    (finding,) = find_host_findings(GROUP, IID, ROLE, baked_contract, facts, baked=image)
+    assert finding.id == f"{CHECK}:{GROUP}:{IID}:package-version/ca-certificates"
+    assert finding.expected == f"package ca-certificates {image['ca-certificates']}, as baked in the image"
+    assert finding.found == f"ca-certificates {image['ca-certificates']}+chaos1"
+    facts["packages"]["ca-certificates"] = None
+    (finding,) = find_host_findings(GROUP, IID, ROLE, baked_contract, facts, baked=image)
+    assert finding.detail["kind"] == "package-missing"
+
+
+@pytest.mark.parametrize("baked, why", [
+    (None, "no record of the image's packages"),
+    ({"bash": "5.2.15-2+b2"}, "the image's package list has no such package"),
+])
+def test_baked_pin_without_the_images_version_is_not_checked(baked_contract, baked, why):
+    facts = recorded("healthy")
+    assert facts_missing(baked_contract, facts, baked) == [f"the version of ca-certificates the image was baked with ({why})"]
+    with pytest.raises(HostNotChecked, match=r'a package pinned "baked" must be in the image \(else pin a version or "\*"\)'):
+        find_host_findings(GROUP, IID, ROLE, baked_contract, facts, baked=baked)
+
+
+def test_image_packages_reads_what_the_image_has_installed(tmp_path):
+    from immutable_infra.embedded_hosts import EmbeddedHostError, image_packages
+
+    status = tmp_path / "var" / "lib" / "dpkg" / "status"
+    status.parent.mkdir(parents=True)
+    status.write_text("Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b2\nDescription: shell\n multi\n\n"
+                      "Package: gone\nStatus: deinstall ok config-files\nVersion: 1.0\n\n"
+                      "Package: python3\nStatus: install ok installed\nPriority: optional\nVersion: 3.11.2-1+b1\n")
+    assert image_packages(tmp_path) == {"bash": "5.2.15-2+b2", "python3": "3.11.2-1+b1"}
+    with pytest.raises(EmbeddedHostError, match="cannot read its package list"):
+        image_packages(tmp_path / "nope")
+
+
+def test_baked_on_aws_is_the_packer_package_manifest_of_the_instances_ami():
+    from immutable_infra.group_hosts import baked_from_catalog
+    from immutable_infra.images import load_catalog
+
+    images = Path(__file__).parent.parent / "fixtures" / "images"
+    catalog = load_catalog(images)
+    build = next(b for b in catalog.builds() if b.amis and b.packages)
+    ami = build.amis[0].ami_id
+    instances = [{"InstanceId": "i-1", "ImageId": ami}, {"InstanceId": "i-2", "ImageId": "ami-0123456789abcdef0"}]
+    baked = baked_from_catalog(instances, images)
+    assert set(baked) == {"i-1"}  # an AMI the catalog does not hold: no record (a "baked" pin is then an error)
+    assert baked["i-1"] == {name: version for name, (version, _) in build.packages.items()}
+    assert baked_from_catalog(instances, images / "missing") == {}

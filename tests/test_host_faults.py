@@ -28,6 +28,7 @@ from immutable_infra.embedded_hosts import (
     GroupHosts,
     apply_playbook,
     build_rootfs,
+    image_packages,
     leftovers,
     runtime_available,
     start_host,
@@ -77,6 +78,8 @@ def pinned(contract: HostContract, **versions: str) -> HostContract:
 
 
 PINNED_PROXY = pinned(PROXY, **{"nginx-light": "1.22.1-9+deb12u9"})
+#: The seed's reverse-proxy contract pins nginx-light "baked"; this one lets any version be.
+UNPINNED_PROXY = pinned(PROXY, **{"nginx-light": "*"})
 
 
 def finding(instance_id: str, kind: str, **detail) -> Finding:
@@ -109,11 +112,14 @@ def test_each_fault_aims_at_what_the_contract_names():
 
 def test_a_fault_with_nothing_to_aim_at_says_why():
     facts = proxy_facts()
-    # the seed pins no version: an upgrade in place breaks nothing the contract says
-    assert HostPackageChanged.select("i-1", "reverse-proxy", PROXY, facts) is None
-    reason = HostPackageChanged.why_not("reverse-proxy", PROXY, facts)
+    # the seed pins nginx-light "baked" (the image's version): an upgrade in place is aimed at it
+    assert HostPackageChanged.select("i-1", "reverse-proxy", PROXY, facts) == HostPackageChanged(
+        "i-1", "nginx-light", "1.22.1-9+deb12u9+chaos1")
+    # a contract that pins no version: an upgrade in place breaks nothing it says
+    assert HostPackageChanged.select("i-1", "reverse-proxy", UNPINNED_PROXY, facts) is None
+    reason = HostPackageChanged.why_not("reverse-proxy", UNPINNED_PROXY, facts)
     assert reason == ('role reverse-proxy\'s host contract pins no package version (nginx-light = "*"): an upgrade '
-                      "in place breaks nothing it says; pin a version in [roles.reverse-proxy.host] packages to aim "
+                      "in place breaks nothing it says; pin a version (or \"baked\") in [roles.reverse-proxy.host] packages to aim "
                       "host_package_changed")
     # admin has no ports_exclusive: an opened port is no contract break
     admin_facts = proxy_facts(files={"/etc/immutable-infra/role": {"exists": True, "mode": "0644", "owner": "root",
@@ -174,8 +180,8 @@ def test_aim_spreads_faults_over_disjoint_hosts_then_batches():
     one = aim({"i-1": HostTarget("reverse-proxy", PINNED_PROXY, facts)})
     assert len(one.on("i-1")) == 4
     assert not any(host_faults.collide(a, b) for a in one.faults for b in one.faults if a is not b)
-    # the seed's contract pins nothing: the package fault is not aimed, and the reason names each host
-    seed = aim({"i-1": HostTarget("reverse-proxy", PROXY, facts)})
+    # a contract that pins nothing: the package fault is not aimed, and the reason names each host
+    seed = aim({"i-1": HostTarget("reverse-proxy", UNPINNED_PROXY, facts)})
     assert len(seed.faults) == 3
     assert seed.not_aimed["host_package_changed"].startswith("i-1 (reverse-proxy): role reverse-proxy's host contract pins")
     assert aim({}).not_aimed == {name: "no host to aim at" for name in CATALOG}
@@ -220,7 +226,7 @@ def test_attribute_names_caught_missed_and_false_alarms():
 def test_a_dry_run_aims_and_plans_and_touches_nothing(tmp_path):
     facts = proxy_facts()
     targets = {"i-1": HostTarget("reverse-proxy", PINNED_PROXY, facts),
-               "i-2": HostTarget("reverse-proxy", PROXY, facts)}
+               "i-2": HostTarget("reverse-proxy", UNPINNED_PROXY, facts)}
     calls = []
 
     def aws_pass():
@@ -246,21 +252,13 @@ def needs_runtime() -> None:
         pytest.skip(reason)
 
 
-def installed_version(rootfs: Path, package: str) -> str:
-    """A package's version in the cached image (its dpkg status), to pin a contract at what the image bakes."""
-    for stanza in (rootfs / "var" / "lib" / "dpkg" / "status").read_text().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
-        if fields.get("Package") == package:
-            return fields["Version"]
-    raise AssertionError(f"{package} is not in the image {rootfs}")
-
-
 def test_four_host_faults_are_each_named_with_the_instance_id_and_repaired_by_replacement(tmp_path, record_property):
     needs_runtime()
     rootfs = build_rootfs("debian12-base")
     role = SEED_ROLES["reverse-proxy"]
-    # the seed pins no version ("*"); this contract pins nginx-light at what the image bakes, so an upgrade shows
-    contract = pinned(role.host, **{"nginx-light": installed_version(rootfs, "nginx-light")})
+    # the seed's contract as it is: nginx-light pinned "baked", read against the image's own package list
+    contract, baked = role.host, image_packages(rootfs)
+    assert contract.packages == {"nginx-light": "baked"} and baked["nginx-light"]
     instance = "i-0fa0175e0000000a1"
     playbooks = ROOT / "fixtures" / "playbooks"
     started = time.monotonic()
@@ -271,22 +269,22 @@ def test_four_host_faults_are_each_named_with_the_instance_id_and_repaired_by_re
         hosts.hosts[instance], hosts.roles[instance] = handle, role.name
         apply_playbook(handle, playbooks / role.playbook, role=role.name)
         before = read_host_facts(handle.url, contract)
-        baseline = find_host_findings("prd-sg-slave", instance, role.name, contract, before)
+        baseline = find_host_findings("prd-sg-slave", instance, role.name, contract, before, baked=baked)
         assert baseline == [], [f.found for f in baseline]
 
-        aimed = aim({instance: HostTarget(role.name, contract, before)})
+        aimed = aim({instance: HostTarget(role.name, contract, before, baked)})
         assert not aimed.not_aimed and len(aimed.faults) == 4
         run = host_faults.host_runner(handle.url)
         for fault in aimed.faults:
             fault.inject(run)
         after = read_host_facts(handle.url, contract)
-        findings = find_host_findings("prd-sg-slave", instance, role.name, contract, after)
+        findings = find_host_findings("prd-sg-slave", instance, role.name, contract, after, baked=baked)
         result = attribute(aimed.faults, baseline, findings)
 
         host_faults.replace_hosts(hosts, [instance], playbooks, SEED_ROLES)
         replaced = hosts.hosts[instance]
         repaired = find_host_findings("prd-sg-slave", instance, role.name, contract,
-                                      read_host_facts(replaced.url, contract))
+                                      read_host_facts(replaced.url, contract), baked=baked)
     finally:
         hosts.stop()
     record_property("seconds", round(time.monotonic() - started, 1))
@@ -301,7 +299,8 @@ def test_four_host_faults_are_each_named_with_the_instance_id_and_repaired_by_re
     assert all(result.caught[repr(f)] and not result.missed[repr(f)] for f in aimed.faults), result
     assert result.false_alarms == []  # ports 80 and 443 went silent with nginx: the stop explains them
     by_kind = {f.detail["kind"]: f for f in findings}
-    assert by_kind["package-version"].found == f"nginx-light {contract.packages['nginx-light']}+chaos1"
+    assert by_kind["package-version"].found == f"nginx-light {baked['nginx-light']}+chaos1"
+    assert by_kind["package-version"].expected == f"package nginx-light {baked['nginx-light']}, as baked in the image"
     assert by_kind["port-unexpected:9999"].detail["addresses"] == ["0.0.0.0"]
     assert replaced.netns != handle.netns and replaced.private_ip == "10.21.0.10"
     assert repaired == [], [f.found for f in repaired]

@@ -335,6 +335,7 @@ def test_the_host_suites_remote_path_reads_in_an_audit_and_configures_otherwise(
         settings = Settings(real_aws=True, host_user="root", host_key=host.key.private_key,
                             bastion=f"root@{host.link_ip}", **given)
         return SimpleNamespace(settings=settings, catalog=SimpleNamespace(groups_dir=TESTS / "groups"),
+                               images_dir=tmp_path / "no-images",
                                run=SimpleNamespace(path=tmp_path / given.get("run_id", "run")))
 
     def findings_of(hosts) -> list:

@@ -232,6 +232,8 @@ def _context(info: ValidationInfo, key: str) -> str:
 
 OCTAL_MODE = re.compile(r"^[0-7]{3,4}$")
 VERSION_ANY = "*"
+#: A package pinned at the version the instance's image was baked with (no in-place upgrade on the host).
+VERSION_BAKED = "baked"
 
 
 class HostFile(_Model):
@@ -278,7 +280,8 @@ class HostContract(_Model):
     """``[roles.NAME.host]``: what every running host of the role must have (read with testinfra)."""
 
     packages: dict[str, str] = Field(
-        default_factory=dict, description=f'package name = exact version, or "{VERSION_ANY}" for any version')
+        default_factory=dict, description=f'package name = exact version, "{VERSION_BAKED}" for the version the '
+                                          f'instance\'s image was baked with, or "{VERSION_ANY}" for any version')
     services: list[str] = Field(default_factory=list, description="services that must be enabled and running")
     ports: list[int] = Field(default_factory=list, description="TCP ports that must be listening (on any address)")
     ports_exclusive: bool = Field(
@@ -293,7 +296,7 @@ class HostContract(_Model):
             isinstance(k, str) and k and isinstance(v, str) and v.strip() for k, v in value.items()
         ):
             raise ValueError(f"packages must map package names to versions, e.g. packages = {{ nginx = \"1.22.1-9\" }} "
-                             f"(or \"{VERSION_ANY}\" for any version); got {value!r}")
+                             f"(or \"{VERSION_BAKED}\" for the image's version, \"{VERSION_ANY}\" for any); got {value!r}")
         return dict(value)
 
     @field_validator("services", "users", mode="before")

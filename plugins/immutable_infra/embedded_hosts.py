@@ -212,6 +212,23 @@ def build_rootfs(template: str = "debian12-base", cache_dir: Path | str | None =
     return final / "rootfs"
 
 
+def image_packages(rootfs: Path | str) -> dict[str, str]:
+    """Package -> version installed in an image's root filesystem (its ``/var/lib/dpkg/status``), what the image
+    was baked with: the ``"baked"`` pins of host contracts are read against it. The versions are dpkg's, as
+    ``dpkg-query -W -f='${Version}'`` prints them on the host."""
+    path = Path(rootfs) / "var/lib/dpkg/status"
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise EmbeddedHostError(f"host image {rootfs}: cannot read its package list {path}: {exc.strerror}") from None
+    out: dict[str, str] = {}
+    for paragraph in text.split("\n\n"):
+        fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", paragraph, re.M))
+        if fields.get("Package") and fields.get("Version") and fields.get("Status", "").endswith(" installed"):
+            out[fields["Package"]] = fields["Version"]
+    return out
+
+
 # -- hosts ------------------------------------------------------------------------------------
 
 

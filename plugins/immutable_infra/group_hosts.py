@@ -100,6 +100,9 @@ class HostsOfGroup:
     contracts: dict[str, HostContract]
     addresses: dict[str, str] = field(default_factory=dict)
     embedded: bool = True
+    #: Instance id -> package -> version in its image (what it was baked with), for the "baked" package pins;
+    #: an instance missing here has no record of its image's packages.
+    baked: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def handle(self, instance_id: str) -> Host:
         return self.hosts.hosts[instance_id]
@@ -123,14 +126,39 @@ def start_group_hosts(h: Harness, group: str, instances: list[dict[str, Any]], a
                       roles: Mapping[str, Any], *, cache_dir: Path | None = None) -> HostsOfGroup:
     """Build one embedded host per running instance of ``group`` under the run's folder, each configured by its
     role's playbook (the ``playbooks`` folder beside the groups folder)."""
-    from immutable_infra.embedded_hosts import embedded_hosts_for_group
+    from immutable_infra.embedded_hosts import build_rootfs, embedded_hosts_for_group, image_packages
 
     playbooks = h.catalog.groups_dir.parent / "playbooks"
     run_dir = h.run.path / "hosts" / group
     hosts = embedded_hosts_for_group(instances, roles, playbooks, run_dir, cache_dir=cache_dir)
     checked = contracted(instances, roles)
+    try:
+        baked = image_packages(build_rootfs(cache_dir=cache_dir))  # the image every embedded host boots from
+    except BaseException:
+        hosts.stop()
+        raise
     return HostsOfGroup(group, hosts, checked, {i: roles[r].host for i, r in checked.items()},
-                        {i: addresses.get(i, "") for i in checked})
+                        {i: addresses.get(i, "") for i in checked}, baked={i: baked for i in checked})
+
+
+def baked_from_catalog(instances: list[Mapping[str, Any]], images_dir: Path) -> dict[str, dict[str, str]]:
+    """Instance id -> package -> version of the Packer package manifest of the build its AMI came from (the image
+    catalog in ``images_dir``, traced by the AMI id as the lineage check does on AWS); instances whose AMI the
+    catalog does not hold, or no catalog at all, are left out (a "baked" pin then cannot be checked: an error)."""
+    from immutable_infra.images import ImageManifestError, load_catalog
+
+    if not images_dir.is_dir():
+        return {}
+    try:
+        catalog = load_catalog(images_dir)
+    except ImageManifestError:
+        return {}
+    out = {}
+    for instance in instances:
+        found = catalog.find_ami(str(instance.get("ImageId", "")))
+        if found is not None and found[0].packages:
+            out[str(instance["InstanceId"])] = {name: version for name, (version, _) in found[0].packages.items()}
+    return out
 
 
 def why_not_reached(settings: Settings, group: str, instances: list[Mapping[str, Any]]) -> str | None:
@@ -170,6 +198,8 @@ def reach_group_hosts(h: Harness, group: str, instances: list[dict[str, Any]], a
     playbooks = None if s.audit else h.catalog.groups_dir.parent / "playbooks"
     hosts = reach_hosts(h.run.path / "hosts" / group, instances, roles, bastion, s.host_user, s.host_key, playbooks,
                         group=group)
+    baked = baked_from_catalog(instances, h.images_dir)
     return HostsOfGroup(group, hosts, checked, {i: roles[r].host for i, r in checked.items()},
-                        {i: addresses.get(i, "") for i in checked}, embedded=False)
+                        {i: addresses.get(i, "") for i in checked}, embedded=False,
+                        baked={i: baked[i] for i in checked if i in baked})
 

@@ -159,7 +159,8 @@ class HostPackageChanged(HostFault):
 
     name: ClassVar[str] = "host_package_changed"
     summary: ClassVar[str] = "upgrade a pinned package in place (its files repacked at a higher version, dpkg -i)"
-    needs: ClassVar[str] = "a package the role's host contract pins at an exact version, installed on the host"
+    needs: ClassVar[str] = ("a package the role's host contract pins (an exact version, or \"baked\": the image's), "
+                            "installed on the host")
 
     @classmethod
     def _targets(cls, contract, facts):
@@ -184,7 +185,7 @@ class HostPackageChanged(HostFault):
         if len(unpinned) == len(contract.packages):
             listed = ", ".join(f'{n} = "{VERSION_ANY}"' for n in unpinned)
             return (f"role {role}'s host contract pins no package version ({listed}): an upgrade in place breaks "
-                    f"nothing it says; pin a version in [roles.{role}.host] packages to aim {cls.name}")
+                    f"nothing it says; pin a version (or \"baked\") in [roles.{role}.host] packages to aim {cls.name}")
         return f"role {role}'s host has none of the packages its host contract pins"
 
     @property
@@ -398,6 +399,8 @@ class HostTarget:
     role: str
     contract: HostContract
     facts: HostFacts
+    #: Package -> version in the host's image, for the contract's packages pinned "baked".
+    baked: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -638,7 +641,8 @@ def run_experiment(group: str, hosts: GroupHosts, targets: Mapping[str, HostTarg
 
     def judge(instance_id: str, facts: HostFacts) -> list[Finding]:
         t = targets[instance_id]
-        return find_host_findings(group, instance_id, t.role, t.contract, facts, address=addresses.get(instance_id, ""))
+        return find_host_findings(group, instance_id, t.role, t.contract, facts, address=addresses.get(instance_id, ""),
+                                  baked=t.baked)
 
     def read_all(ids: list[str]) -> dict[str, HostFacts]:
         """One read of each host, the hosts at the same time (each read is many short ssh round trips)."""

@@ -26,7 +26,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from immutable_infra.config import VERSION_ANY, HostContract
+from immutable_infra.config import VERSION_ANY, VERSION_BAKED, HostContract
 from immutable_infra.errors import ToolError
 from immutable_infra.findings import Finding, format_findings
 from immutable_infra.hosts import HostFacts
@@ -57,10 +57,15 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
-def facts_missing(contract: HostContract, facts: HostFacts | Mapping[str, Any]) -> list[str]:
-    """What ``contract`` names and ``facts`` did not read, as words (``package nginx``, ``listening ports``); [] when covered."""
+def facts_missing(contract: HostContract, facts: HostFacts | Mapping[str, Any],
+                  baked: Mapping[str, str] | None = None) -> list[str]:
+    """What ``contract`` names and ``facts`` did not read, as words (``package nginx``, ``listening ports``); [] when
+    covered. A ``"baked"`` package also needs the image's version in ``baked`` (what the image was baked with)."""
     f = _facts(facts)
     missing = [f"package {name}" for name in contract.packages if name not in f.packages]
+    missing += [f"the version of {name} the image was baked with" + (
+        " (no record of the image's packages)" if baked is None else " (the image's package list has no such package)")
+        for name, version in contract.packages.items() if version == VERSION_BAKED and name not in (baked or {})]
     missing += [f"service {name}" for name in contract.services
                 if not {"enabled", "running"} <= set(f.services.get(name) or ())]
     if (contract.ports or contract.ports_exclusive) and f.listening is None:
@@ -79,7 +84,7 @@ def facts_missing(contract: HostContract, facts: HostFacts | Mapping[str, Any]) 
 
 def find_host_findings(
     group: str, instance_id: str, role: str, contract: HostContract, facts: HostFacts | Mapping[str, Any],
-    *, address: str = "",
+    *, address: str = "", baked: Mapping[str, str] | None = None,
 ) -> list[Finding]:
     """One finding per difference between the host and the role's contract; [] when the host has all of it.
 
@@ -93,14 +98,19 @@ def find_host_findings(
     ``port-not-listening:PORT``, ``port-unexpected:PORT`` (``ports_exclusive``
     only), ``user-missing:NAME``.
 
+    ``baked``: package -> version in the instance's image (its Packer package
+    manifest; an embedded host's image), for the packages pinned ``"baked"``.
+
     Raises :class:`HostNotChecked` when ``facts`` lack something the
-    contract names.
+    contract names, or a ``"baked"`` package has no version in ``baked``.
     """
     f = _facts(facts)
-    missing = facts_missing(contract, f)
+    missing = facts_missing(contract, f, baked)
     if missing:
         raise HostNotChecked(f"{group} {instance_id} (role {role}, {f.url}): host facts lack {', '.join(missing)}; "
-                             "read them with read_host_facts(url, contract) for this role's contract")
+                             "read them with read_host_facts(url, contract) for this role's contract"
+                             + ("; a package pinned \"baked\" must be in the image (else pin a version or \"*\")"
+                                if any(m.startswith("the version of") for m in missing) else ""))
     out: list[Finding] = []
 
     def finding(expected: str, found: str, **detail: Any) -> None:
@@ -109,11 +119,13 @@ def find_host_findings(
 
     for name, version in sorted(contract.packages.items()):
         installed = f.packages[name]
-        wanted = "any version" if version == VERSION_ANY else version
+        pinned = (baked or {}).get(name, "") if version == VERSION_BAKED else version
+        wanted = ("any version" if version == VERSION_ANY else
+                  f"{pinned}, as baked in the image" if version == VERSION_BAKED else version)
         if installed is None:
             finding(f"package {name} installed ({wanted})", f"{name} not installed", kind="package-missing", package=name)
-        elif version != VERSION_ANY and installed != version:
-            finding(f"package {name} {version}", f"{name} {installed}", kind="package-version", package=name,
+        elif version != VERSION_ANY and installed != pinned:
+            finding(f"package {name} {wanted}", f"{name} {installed}", kind="package-version", package=name,
                     version=installed)
     for name in contract.services:
         state = f.services[name]
@@ -158,11 +170,11 @@ def find_host_findings(
 
 def assert_no_host_findings(
     group: str, instance_id: str, role: str, contract: HostContract, facts: HostFacts | Mapping[str, Any],
-    *, address: str = "",
+    *, address: str = "", baked: Mapping[str, str] | None = None,
 ) -> None:
     """Fail the calling test with the findings of :func:`find_host_findings`, if any."""
     __tracebackhide__ = True
-    findings = find_host_findings(group, instance_id, role, contract, facts, address=address)
+    findings = find_host_findings(group, instance_id, role, contract, facts, address=address, baked=baked)
     if findings:
         import pytest
 
