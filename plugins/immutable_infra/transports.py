@@ -408,6 +408,6 @@ def resolve_dev_box(url: str, directory: Path | str, *, setting: str = "--dev-bo
 def dev_box_url(h: Harness) -> str | None:
     """The session's --dev-box as testinfra reads it (a vagrant:// box resolved into the run's folder), or None."""
     url = h.settings.dev_box
-    if not url:
-        return None
+    if not url or not url.startswith("vagrant://"):
+        return url or None
     return resolve_dev_box(url, h.run.path / "dev-box", setting=h.settings.source("dev_box"))
