@@ -162,3 +162,18 @@ def test_state_and_outputs_of_a_local_workspace_come_from_its_file_and_elsewhere
     (data / "terraform.tfstate").write_text(json.dumps({"backend": {"type": "s3", "config": {"bucket": "b"}}}))
     assert tf.state() == json.loads(shown.read_text())  # an S3 backend: show -json
     assert calls(work) == [["show", "-json", "-no-color"]]
+
+
+def test_a_host_step_is_timed_beside_the_terraform_commands(tmp_path, monkeypatch):
+    """bench/overhead.py tells host boots and playbooks (verbs of their own) from Terraform commands."""
+    from immutable_infra.timings import record_timing
+
+    record_timing("host-boot", "web-1", 2.5)
+    assert not list(tmp_path.glob("*.jsonl"))
+    timings = tmp_path / "timings.jsonl"
+    monkeypatch.setenv(engine.TIMINGS_ENV, str(timings))
+    record_timing("host-boot", "web-1", 2.5)
+    record_timing("playbook", "web", 4.0, 2)
+    rows = [json.loads(line) for line in timings.read_text().splitlines()]
+    assert [(r["verb"], r["workdir"], r["seconds"], r["exit"], r["refresh_only"]) for r in rows] == [
+        ("host-boot", "web-1", 2.5, 0, False), ("playbook", "web", 4.0, 2, False)]

@@ -48,6 +48,7 @@ from filelock import FileLock
 from immutable_infra.errors import ToolError
 from immutable_infra.inventory import tags_of
 from immutable_infra.sandbox import default_cache_dir
+from immutable_infra.timings import record_timing
 
 #: Prefix of every name this module creates (netns, veth, overlay directory).
 PREFIX = "iih-"
@@ -511,6 +512,7 @@ def start_host(
             )
         _wait_for_ssh(handle, boot_timeout, " ".join(cmd))
         handle.boot_seconds = time.monotonic() - started
+        record_timing("host-boot", name, handle.boot_seconds)
     except BaseException:
         with contextlib.suppress(Exception):
             handle.stop()
@@ -806,6 +808,7 @@ def run_playbook(
     except subprocess.TimeoutExpired:
         raise error(f"{who}: ansible-playbook {playbook_path.name} timed out after {timeout:.0f} s (log: {log})") from None
     elapsed = time.monotonic() - started
+    record_timing("playbook", playbook_path.stem, elapsed, rc)
     text = log.read_text(errors="replace")
     recap: dict[str, int] = {}
     if "PLAY RECAP" in text:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from immutable_infra.errors import ToolError
+from immutable_infra.timings import TIMINGS_ENV, record_timing  # noqa: F401 - TIMINGS_ENV: where tests and benches find it
 
 #: Errors worth one more try: a lock held by a process that just ended, and
 #: throttling or connection resets from the endpoint. Nothing else is retried.
@@ -144,18 +145,9 @@ class StopSignals:
 signals = StopSignals()
 
 
-TIMINGS_ENV = "IMMUTABLE_INFRA_TIMINGS"
-
-
 def _record_timing(args: list[str], workdir: Path, seconds: float, exit_code: int) -> None:
-    """Append one line per Terraform command to the file $IMMUTABLE_INFRA_TIMINGS names (bench/overhead.py reads it)."""
-    path = os.environ.get(TIMINGS_ENV)
-    if not path:
-        return
-    line = json.dumps({"verb": args[0], "refresh_only": "-refresh-only" in args, "workdir": workdir.name,
-                       "end": time.time(), "seconds": round(seconds, 3), "exit": exit_code})
-    with open(path, "a", encoding="utf-8") as fh:  # one short line per write: appends from threads and workers interleave whole
-        fh.write(line + "\n")
+    """One line per Terraform command in $IMMUTABLE_INFRA_TIMINGS (bench/overhead.py reads it)."""
+    record_timing(args[0], workdir.name, seconds, exit_code, refresh_only="-refresh-only" in args)
 
 
 class TerraformError(ToolError):
