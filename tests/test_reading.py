@@ -7,7 +7,6 @@ calls, the real checks and the real experiment.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -67,7 +66,6 @@ class FakeHarness:
         self.run = SimpleNamespace(id=RUN, order=list(GROUPS), groups={
             n: SimpleNamespace(outputs={}, region=REGION, status="applied", fingerprints={}) for n in GROUPS})
         self._clients: dict[tuple[str, str], Any] = {}
-        self._client_lock = threading.Lock()
         self.sandbox = SimpleNamespace(client=self.client)
         self.repairs: list[str] = []
         self.said: list[str] = []
@@ -76,12 +74,11 @@ class FakeHarness:
             self._build(name, i)
 
     def client(self, service: str, region: str) -> Any:
-        with self._client_lock:  # a pass reads ahead in a thread, as the real sandbox's clients are made under a lock
-            if (service, region) not in self._clients:
-                c = boto3.client(service, region_name=region)
-                c.meta.events.register("before-call.*.*", self._count)
-                self._clients[(service, region)] = c
-            return self._clients[(service, region)]
+        if (service, region) not in self._clients:
+            c = boto3.client(service, region_name=region)
+            c.meta.events.register("before-call.*.*", self._count)
+            self._clients[(service, region)] = c
+        return self._clients[(service, region)]
 
     def _count(self, model, **_: Any) -> None:
         self.calls[f"aws:{model.name}"] += 1
@@ -202,57 +199,6 @@ def test_a_reading_hands_out_copies_so_one_check_cannot_change_anothers_snapshot
     again = reading.describe("g1")
     assert "hosted_zones" not in again and len(again["instances"]) == 1
     assert reading.reads == ["describe:g1", "state:g1"]  # the describe entry is logged as it starts
-
-
-def test_the_other_checks_read_beside_the_drift_checks_refresh_plan(h, monkeypatch):
-    """The describe snapshot and the state are read while the refresh-only plan runs, not after it."""
-    described = threading.Event()
-    real_describe = live.describe_group
-
-    def describe_group(*args: Any, **kwargs: Any) -> Any:
-        found = real_describe(*args, **kwargs)
-        described.set()
-        return found
-
-    monkeypatch.setattr(live, "describe_group", describe_group)
-    tf, real_plan, seen = h.tf["g1"], h.tf["g1"].refresh_plan, {}
-
-    def refresh_plan() -> dict[str, Any]:
-        seen["during_plan"] = described.wait(timeout=30)  # the plan holds on until the read-ahead has described
-        return real_plan()
-
-    monkeypatch.setattr(tf, "refresh_plan", refresh_plan)
-    h.calls.clear()
-    results = verify.verify_group(h, "g1", ["drift", "unmanaged", "roles"])
-    assert seen == {"during_plan": True}
-    assert list(results) == ["drift", "unmanaged", "roles"] and not results["unmanaged"].findings
-    assert shows(h) == {"show:g1": 1, "show:g2": 1, "show:g3": 1}, "still one read each"
-    assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")], "nothing reads after the pass"
-
-
-def test_a_read_that_fails_ahead_is_read_again_by_its_check(h, monkeypatch):
-    real_describe, calls = live.describe_group, []
-
-    def flaky(*args: Any, **kwargs: Any) -> Any:
-        calls.append(threading.current_thread().name)
-        if len(calls) == 1:
-            raise RuntimeError("endpoint hiccup")
-        return real_describe(*args, **kwargs)
-
-    monkeypatch.setattr(live, "describe_group", flaky)
-    results = verify.verify_group(h, "g1", ["drift", "unmanaged"])
-    assert results["unmanaged"].findings == []
-    assert calls[0].startswith("read-ahead") and calls[1] == threading.current_thread().name
-
-
-def test_a_read_that_keeps_failing_is_the_checks_error(h, monkeypatch):
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("endpoint gone")
-
-    monkeypatch.setattr(live, "describe_group", broken)
-    with pytest.raises(RuntimeError, match="endpoint gone"):
-        verify.verify_group(h, "g1", ["drift", "unmanaged"])
-    assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
 
 
 # -- chaos: which checks each phase of a batch runs

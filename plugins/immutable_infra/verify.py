@@ -295,7 +295,7 @@ def unclean(h: "Harness", name: str) -> list[Finding]:
     """Drift and unmanaged findings of the group now: a group with any is no clean "before" for a comparison."""
     reading = Reading(h)
     checks, _ = applicable(h, name, ["drift", "unmanaged"], reading)
-    return [f for result in verify_group(h, name, checks, reading).values() for f in result.findings]
+    return [f for check in checks for f in CHECKS[check](h, name, reading).findings]
 
 
 def verify_group(h: "Harness", name: str, checks: list[str] | None = None,
@@ -304,23 +304,9 @@ def verify_group(h: "Harness", name: str, checks: list[str] | None = None,
 
     Pass ``reading`` only to share it with reads made just before, with
     nothing changed in between (the chaos baseline shares the planner's).
-    With the drift check among others, the others' reads (state, describe
-    snapshot, run snapshot) are made beside its refresh-only plan
-    (:meth:`Reading.read_ahead`), and the pass ends when both are done.
     """
     reading = reading or Reading(h)
-    names = list(CHECKS) if checks is None else list(checks)
-    if "drift" not in names or len(names) == 1:
-        return {c: CHECKS[c](h, name, reading) for c in names}
-    # The drift check's refresh-only plan is most of a pass: the other checks' reads are made beside it
-    ahead = reading.read_ahead(name, [c for c in names if c != "drift"])
-    try:
-        done = {"drift": CHECKS["drift"](h, name, reading)}
-        done.update({c: CHECKS[c](h, name, reading) for c in names if c != "drift"})
-    finally:
-        if ahead is not None:
-            ahead.join()
-    return {c: done[c] for c in names}
+    return {c: CHECKS[c](h, name, reading) for c in (list(CHECKS) if checks is None else checks)}
 
 
 # -- what each check needs -------------------------------------------------------------------------
