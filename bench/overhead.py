@@ -116,11 +116,10 @@ def main() -> int:
         sampler.join(timeout=5)
 
         rows = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
-        floor = union_seconds([(r["end"] - r["seconds"], r["end"]) for r in rows
-                               if r["verb"] == "apply" and not r.get("refresh_only")])
-        provisioning = union_seconds([(r["end"] - r["seconds"], r["end"]) for r in rows
-                                      if (r["verb"] == "apply" and not r.get("refresh_only"))
-                                      or r["verb"] in ("host-boot", "playbook")])
+        applies = [r for r in rows if r["verb"] == "apply" and not r.get("refresh_only")]
+        floor = union_seconds([(r["end"] - r["seconds"], r["end"]) for r in applies])
+        provisioning = union_seconds([(r["end"] - r["seconds"], r["end"]) for r in applies]
+                                     + [(r["end"] - r["seconds"], r["end"]) for r in rows if r["verb"] in HOST_STEPS])
         every = union_seconds([(r["end"] - r["seconds"], r["end"]) for r in rows if r["verb"] not in HOST_STEPS])
         by_verb: dict[str, list[float]] = defaultdict(list)
         for r in rows:

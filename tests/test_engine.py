@@ -168,6 +168,7 @@ def test_a_host_step_is_timed_beside_the_terraform_commands(tmp_path, monkeypatc
     """bench/overhead.py tells host boots and playbooks (verbs of their own) from Terraform commands."""
     from immutable_infra.timings import record_timing
 
+    monkeypatch.delenv(engine.TIMINGS_ENV, raising=False)
     record_timing("host-boot", "web-1", 2.5)
     assert not list(tmp_path.glob("*.jsonl"))
     timings = tmp_path / "timings.jsonl"
