@@ -8,8 +8,8 @@ reports folder and runs folder) with ``IMMUTABLE_INFRA_TIMINGS`` set, then
 compares what the two sessions' ``summary.json`` say: every group's check
 verdicts and every test's outcome must be identical. It also counts the
 Terraform ``init`` per group workspace in the distributed session (the
-controller's apply, then one per rebuild that recreated the group: no worker
-applied its own copy) and checks that each session
+controller's apply, then one per rebuild or disaster drill that recreated the
+group: no worker applied its own copy) and checks that each session
 wrote one ``history.jsonl`` line and left no run folder behind.
 
 The last lines are ``name: value`` pairs a script can read: ``serial_s``,
@@ -89,12 +89,14 @@ def main() -> int:
             s, d = verdicts(serial["summary"]).get(name), verdicts(dist["summary"]).get(name)
             if s != d:
                 print(f"{name}: serial {s}\n{name}: xdist  {d}")
+    # every recreate inits: a rebuild's (the group and its dependents) and a disaster drill's
     rebuilt = collections.Counter(g for group in dist["summary"].get("groups", {}).values()
-                                  for g in group.get("checks", {}).get("rebuild", {}).get("facts", {}).get("groups", []))
+                                  for check in ("rebuild", "disaster")
+                                  for g in (group.get("checks", {}).get(check, {}).get("facts") or {}).get("groups", []))
     expected = {g: 1 + rebuilt[g] for g in dist["inits"]}
     once = dict(dist["inits"]) == expected
     print(f"inits per group under -n {a.workers}: {dict(dist['inits'])}; expected {expected} "
-          "(the controller's apply, then one per rebuild that recreated the group)")
+          "(the controller's apply, then one per rebuild or disaster drill that recreated the group)")
     print(f"history lines: serial {serial['history_lines']}, xdist {dist['history_lines']}; "
           f"run folders in the store (records, not resources): serial {serial['runs_left']}, xdist {dist['runs_left']}")
     print(f"outputs in {base}")

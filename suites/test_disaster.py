@@ -44,7 +44,7 @@ def test_partner_serves_while_the_group_is_gone_and_the_group_recovers(applied_g
     recovery = time.monotonic() - started
     findings = [f for r in after.values() for f in r.findings]
     record_property("recovery_seconds", round(recovery, 1))
-    infra_report.fact(name, "disaster", partner=partner, recovery_seconds=round(recovery, 1),
+    infra_report.fact(name, "disaster", partner=partner, groups=gone, recovery_seconds=round(recovery, 1),
                       partner_findings_while_gone=len(partner_findings))
     infra_report.findings(name, "disaster", partner_findings + findings)
     print(f"{name}: recovered in {recovery:.0f} s (destroy start until its checks pass again); {partner} kept serving")

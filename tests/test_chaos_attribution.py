@@ -227,3 +227,98 @@ def test_s3_made_public_takes_only_a_bucket_whose_policy_terraform_manages():
     snap["buckets"].append(bucket("b-artifacts", '{"Statement": []}'))
     fault = chaos.S3MadePublic.select(snap, RUN, GROUP, 0)
     assert (fault.target, fault.expected()) == ("b-artifacts", ("drift",))
+
+
+def _peered():
+    import json
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data" / "reachability"
+    snap = json.loads((data / "peered_vpcs.json").read_text())
+    addresses = json.loads((data / "peered_vpcs.addresses.json").read_text())
+    return snap, addresses
+
+
+def _table_of(snap, group):
+    return next(t["RouteTableId"] for t in snap["route_tables"]
+                if {x["Key"]: x["Value"] for x in t.get("Tags") or []}.get("Group") == group)
+
+
+def test_the_analyzer_says_which_routes_carry_a_declared_flow():
+    """The slave's table routes to ops (the SSH flow from ci@ops-sg comes back that way) and to master (no flow of
+    the slave's comes from master): only the first carries a declared flow, so only its loss is reachability's."""
+    from immutable_infra.checks.reachability import analyze
+    from immutable_infra.flows import Flow
+
+    snap, addresses = _peered()
+    ssh = Flow("ci@ops-sg", "microservice@prd-sg-slave", "tcp", 22)
+    app = Flow("reverse-proxy@prd-sg-slave", "microservice@prd-sg-slave", "tcp", 8080)
+    slave = _table_of(snap, "prd-sg-slave")
+    routes = [(slave, "10.10.0.0/16"), (slave, "10.20.0.0/16"), (slave, "0.0.0.0/0")]
+    assert experiment.routes_carrying_flows([ssh, app], snap, addresses, routes) == [(slave, "10.10.0.0/16")]
+    assert not analyze(ssh, chaos.without_route(snap, slave, "10.10.0.0/16"), addresses).reachable
+    assert analyze(ssh, chaos.without_route(snap, slave, "10.20.0.0/16"), addresses).reachable
+    assert experiment.routes_carrying_flows([app], snap, addresses, routes) == [], "8080 stays inside the VPC"
+    assert experiment.routes_carrying_flows([], snap, addresses, routes) == []
+
+
+def test_route_faults_take_the_groups_own_routes_and_expect_reachability_only_where_a_flow_is_carried():
+    snap, _ = _peered()
+    slave = _table_of(snap, "prd-sg-slave")
+    run = "run-1"
+    for table in snap["route_tables"]:
+        table["Tags"] = list(table.get("Tags") or []) + [{"Key": "Run", "Value": run}]
+    # a peering route toward a group no declared flow comes from: drift's alone
+    snap["managed_routes"] = [(slave, "10.20.0.0/16"), (slave, "0.0.0.0/0")]
+    snap["flow_routes"] = []
+    fault = RouteDeleted.select(snap, run, "prd-sg-slave", 0)
+    assert (fault.target, fault.destination, fault.via, fault.carries_flow) == (slave, "10.20.0.0/16", "peering", False)
+    assert fault.expected() == ("drift",)
+    # the route carrying the SSH flow comes first, and reachability must see it
+    snap["managed_routes"].append((slave, "10.10.0.0/16"))
+    snap["flow_routes"] = [(slave, "10.10.0.0/16")]
+    for cls in (RouteDeleted, chaos.RouteHijacked):
+        fault = cls.select(snap, run, "prd-sg-slave", 0)
+        assert (fault.destination, fault.carries_flow) == ("10.10.0.0/16", True), cls
+        assert fault.expected() == ("drift", "reachability")
+        assert eval(repr(fault), vars(chaos)) == fault
+    # a route of the group's table that a neighbour's aws_route manages is never a target
+    snap["managed_routes"] = [(slave, "0.0.0.0/0")]
+    snap["flow_routes"] = []
+    targets = {(f.target, f.destination) for f in candidates("route_deleted", snap, run, "prd-sg-slave")}
+    assert (slave, "10.10.0.0/16") not in targets and (slave, "10.20.0.0/16") not in targets
+    assert chaos.RouteHijacked.select(snap, run, "prd-sg-slave", 0) is None
+
+
+def test_managed_routes_are_the_groups_aws_route_and_its_inline_routes_no_neighbour_manages():
+    own = [
+        StateResource("module.net.aws_route_table.private", "aws_route_table", {"id": "rtb-own", "route": [
+            {"cidr_block": "0.0.0.0/0", "nat_gateway_id": "nat-1"},          # inline: the group's
+            {"cidr_block": "10.20.0.0/16", "vpc_peering_connection_id": "pcx-n"},  # the neighbour's aws_route
+            {"cidr_block": "10.10.0.0/16", "vpc_peering_connection_id": "pcx-o"},  # the group's own aws_route
+        ]}),
+        StateResource("module.peer.aws_route.to_peer[0]", "aws_route",
+                      {"id": "r-1", "route_table_id": "rtb-own", "destination_cidr_block": "10.10.0.0/16"}),
+        StateResource("module.peer.aws_route.from_peer[0]", "aws_route",
+                      {"id": "r-2", "route_table_id": "rtb-ops", "destination_cidr_block": "10.21.0.0/16"}),
+    ]
+    neighbour = [StateResource("module.peering_slave.aws_route.from_peer[0]", "aws_route",
+                               {"id": "r-3", "route_table_id": "rtb-own", "destination_cidr_block": "10.20.0.0/16"})]
+    assert experiment.managed_routes(own, own + neighbour) == [
+        ("rtb-ops", "10.21.0.0/16"), ("rtb-own", "0.0.0.0/0"), ("rtb-own", "10.10.0.0/16")]
+
+
+def test_peering_deleted_takes_only_a_peering_the_groups_state_manages():
+    snap, _ = _peered()
+    run = "run-1"
+    for pcx in snap["peering_connections"]:
+        pcx["Tags"] = list(pcx.get("Tags") or []) + [{"Key": "Run", "Value": run}]
+        pcx["Status"] = {"Code": "active"}
+    slave_vpc = next(v for v in snap["vpcs"] if v["CidrBlock"] == "10.30.0.0/16")
+    snap["vpcs"] = [slave_vpc]  # the slave's describe: its own VPC only
+    touching = sorted(p["VpcPeeringConnectionId"] for p in chaos._own_peerings(snap))
+    assert len(touching) == 2, "the slave's VPC has two peerings: with ops and with master"
+    snap["managed"] = [touching[1]]  # the other one a neighbour requested
+    assert [f.target for f in candidates("peering_deleted", snap, run, "prd-sg-slave")] == [touching[1]]
+    snap["managed"] = []
+    assert chaos.PeeringDeleted.select(snap, run, "prd-sg-slave", 0) is None

@@ -57,7 +57,12 @@ def test_xdist_session_gives_the_serial_verdicts(sessions: tuple[dict, dict]) ->
     assert serial["exit"] == dist["exit"] == 0, dist["out"][-3000:]
     assert _verdicts(serial["summary"]) == _verdicts(dist["summary"])
     assert dist["summary"]["groups"]["tiny"]["checks"]["rebuild"]["verdict"] == "pass"
-    assert dist["summary"]["groups"]["tiny"]["checks"]["rebuild"]["facts"]["groups"] == ["tiny", "tiny-app"]
+    for session in (serial, dist):  # tiny-app applied before tiny's tests in both: rebuilt with it in both
+        facts = session["summary"]["groups"]["tiny"]["checks"]["rebuild"]["facts"]
+        assert facts["groups"] == ["tiny", "tiny-app"] and facts["dependents"] == ["tiny-app"]
+        # the budget and the history take tiny's own destroy + apply; tiny-app's is timed apart
+        assert facts["total_seconds"] == pytest.approx(facts["destroy_seconds"] + facts["apply_seconds"], abs=0.02)
+        assert facts["dependents_seconds"] > 0
 
 
 def test_each_group_is_applied_once_by_the_controller(sessions: tuple[dict, dict]) -> None:
@@ -68,12 +73,12 @@ def test_each_group_is_applied_once_by_the_controller(sessions: tuple[dict, dict
 
     # Every apply phase inits its workspace: one by the controller per group, then one per rebuild that recreated
     # the group (tiny's rebuild recreates tiny-app too). A worker applying its own copy would add one per group.
-    # (The serial session applies lazily: tiny-app comes up after tiny's rebuild, so it counts one fewer.)
+    # The serial session applies every requested group before the first group's tests too: the same counts.
     rebuilt = collections.Counter(g for group in dist["summary"]["groups"].values()
                                   for g in group["checks"].get("rebuild", {}).get("facts", {}).get("groups", []))
     assert rebuilt == {"tiny": 1, "tiny-app": 2}
     assert count(dist, "init") == {g: 1 + rebuilt[g] for g in ("tiny", "tiny-app")}
-    assert count(serial, "init") == {"tiny": 2, "tiny-app": 2}
+    assert count(serial, "init") == count(dist, "init")
     out = dist["out"]
     for group in ("tiny", "tiny-app"):  # each group's tests on one worker, so its session fixtures exist once
         workers = {line.split()[0] for line in out.splitlines() if line.startswith("[gw") and line.rstrip().endswith(f"[{group}]")}

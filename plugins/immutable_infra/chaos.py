@@ -656,43 +656,86 @@ class FlowRuleRevoked(Fault):
 
 # -- routes, peering, ACLs, NAT
 
+def without_route(snapshot: Mapping[str, Any], table_id: str, destination: str) -> dict[str, Any]:
+    """A copy of the snapshot in which one route of one route table is gone."""
+    out = dict(snapshot)
+    tables = []
+    for table in snapshot.get("route_tables", []):
+        if table.get("RouteTableId") == table_id:
+            table = dict(table)
+            table["Routes"] = [r for r in table.get("Routes") or () if r.get("DestinationCidrBlock") != destination]
+        tables.append(table)
+    out["route_tables"] = tables
+    return out
+
+
 def _route_candidates(snapshot: Mapping[str, Any], run_id: str, kinds: Iterable[str]) -> list[tuple[str, str, str]]:
-    """(route table, destination, via) of active non-local routes, by preference of ``kinds``."""
+    """(route table, destination, via) of the group's active non-local routes, by preference of ``kinds``.
+
+    Only routes the group's own Terraform manages when the snapshot says which
+    (``managed_routes``, set by the experiment from the state): a route a
+    neighbour's peering module put in this group's table is the neighbour's;
+    this group's drift cannot see it go and its repair cannot put it back.
+    """
+    managed = snapshot.get("managed_routes")
+    managed = None if managed is None else {tuple(r) for r in managed}
     found: dict[str, list[tuple[str, str, str]]] = {k: [] for k in kinds}
     for table in sorted(snapshot.get("route_tables", []), key=lambda t: t["RouteTableId"]):
         if not _has_run(table, run_id):
             continue
         for route in table.get("Routes") or ():
             via = _route_via(route)
-            if via and via[0] in found:
-                found[via[0]].append((table["RouteTableId"], route["DestinationCidrBlock"], via[0]))
+            if not via or via[0] not in found:
+                continue
+            if managed is not None and (table["RouteTableId"], route["DestinationCidrBlock"]) not in managed:
+                continue
+            found[via[0]].append((table["RouteTableId"], route["DestinationCidrBlock"], via[0]))
     return [c for k in found for c in found[k]]
+
+
+def _preferred_routes(snapshot: Mapping[str, Any], cands: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """The routes that carry a declared flow (``flow_routes``) when there are any, else those of the first kind."""
+    flow_routes = {tuple(r) for r in snapshot.get("flow_routes") or ()}
+    carrying = [c for c in cands if c[:2] in flow_routes]
+    if carrying:
+        return carrying
+    return [c for c in cands if c[2] == cands[0][2]] if cands else []
 
 
 @dataclass(frozen=True, repr=False)
 class RouteDeleted(Fault):
-    """A non-local route deleted from a route table (peering routes first: they carry declared flows)."""
+    """A non-local route of the group deleted from a route table (routes carrying a declared flow first).
+
+    Reachability must see it only when the route carries a declared flow
+    (``carries_flow``): ``select`` learns that from ``snapshot["flow_routes"]``,
+    the routes whose removal blocks a declared flow, found by the experiment
+    with the reachability analyzer itself (:func:`without_route`). A peering
+    route toward a group no declared flow comes from blocks nothing.
+    """
 
     destination: str = ""
     via: str = ""
+    carries_flow: bool = False
 
     name: ClassVar[str] = "route_deleted"
     expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
     conditional_checks: ClassVar[Mapping[str, str]] = {
-        "reachability": "when the route carries a declared flow (via='peering')",
+        "reachability": "when the route carries a declared flow ([[flows]]): the analyzer says so per route",
     }
     summary: ClassVar[str] = "delete a non-local route (peering, NAT or Internet gateway)"
 
     def expected(self):
-        return self.expected_checks + (("reachability",) if self.via == "peering" else ())
+        return self.expected_checks + (("reachability",) if self.carries_flow else ())
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
-        cands = _route_candidates(snapshot, run_id, ("peering", "nat", "gateway"))
-        # the preferred kind only, so index 0 is always a flow-carrying route when there is one
-        cands = [c for c in cands if c[2] == cands[0][2]] if cands else []
+        # index 0 is always a flow-carrying route when there is one
+        cands = _preferred_routes(snapshot, _route_candidates(snapshot, run_id, ("peering", "nat", "gateway")))
         chosen = _pick(cands, rng_or_index)
-        return None if chosen is None else cls(chosen[0], snapshot.get("region", ""), run_id, chosen[1], chosen[2])
+        if chosen is None:
+            return None
+        flow_routes = {tuple(r) for r in snapshot.get("flow_routes") or ()}
+        return cls(chosen[0], snapshot.get("region", ""), run_id, chosen[1], chosen[2], chosen[:2] in flow_routes)
 
     def plan(self, ec2=None):
         return [f"ec2.delete_route(RouteTableId={self.target!r}, DestinationCidrBlock={self.destination!r})"]
@@ -703,21 +746,26 @@ class RouteDeleted(Fault):
 
 @dataclass(frozen=True, repr=False)
 class RouteHijacked(Fault):
-    """A peering or NAT route now points at the Internet gateway."""
+    """A peering or NAT route of the group now points at the Internet gateway.
+
+    Reachability must see it only when the route carries a declared flow
+    (``carries_flow``, as for :class:`RouteDeleted`).
+    """
 
     destination: str = ""
     via: str = ""
     gateway: str = ""
+    carries_flow: bool = False
 
     name: ClassVar[str] = "route_hijacked"
     expected_checks: ClassVar[tuple[str, ...]] = ("drift",)
     conditional_checks: ClassVar[Mapping[str, str]] = {
-        "reachability": "when the hijacked route carried a declared flow (via='peering')",
+        "reachability": "when the hijacked route carried a declared flow ([[flows]]): the analyzer says so per route",
     }
     summary: ClassVar[str] = "replace a peering/NAT route's target with the Internet gateway"
 
     def expected(self):
-        return self.expected_checks + (("reachability",) if self.via == "peering" else ())
+        return self.expected_checks + (("reachability",) if self.carries_flow else ())
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
@@ -725,11 +773,12 @@ class RouteHijacked(Fault):
                   for g in snapshot.get("internet_gateways", []) for a in g.get("Attachments") or ()}
         vpc_of = {t["RouteTableId"]: t.get("VpcId") for t in snapshot.get("route_tables", [])}
         cands = [c for c in _route_candidates(snapshot, run_id, ("peering", "nat")) if igw_of.get(vpc_of[c[0]])]
-        cands = [c for c in cands if c[2] == cands[0][2]] if cands else []
-        chosen = _pick(cands, rng_or_index)
+        chosen = _pick(_preferred_routes(snapshot, cands), rng_or_index)
         if chosen is None:
             return None
-        return cls(chosen[0], snapshot.get("region", ""), run_id, chosen[1], chosen[2], igw_of[vpc_of[chosen[0]]])
+        flow_routes = {tuple(r) for r in snapshot.get("flow_routes") or ()}
+        return cls(chosen[0], snapshot.get("region", ""), run_id, chosen[1], chosen[2], igw_of[vpc_of[chosen[0]]],
+                   chosen[:2] in flow_routes)
 
     def plan(self, ec2=None):
         return [f"ec2.replace_route(RouteTableId={self.target!r}, DestinationCidrBlock={self.destination!r}, "
@@ -742,7 +791,12 @@ class RouteHijacked(Fault):
 
 @dataclass(frozen=True, repr=False)
 class PeeringDeleted(Fault):
-    """A VPC peering connection of the group deleted (its routes become blackholes)."""
+    """A VPC peering connection of the group deleted (its routes become blackholes).
+
+    Only a peering the group's own Terraform manages, when the snapshot says
+    which (``managed``, the AWS ids of the group's state): a peering a
+    neighbour requested touches this group's VPC but is the neighbour's.
+    """
 
     name: ClassVar[str] = "peering_deleted"
     expected_checks: ClassVar[tuple[str, ...]] = ("drift", "reachability")
@@ -750,8 +804,10 @@ class PeeringDeleted(Fault):
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
+        managed = snapshot.get("managed")
         pcxs = sorted((p for p in _own_peerings(snapshot)
-                       if _has_run(p, run_id) and (p.get("Status") or {}).get("Code") == "active"),
+                       if _has_run(p, run_id) and (p.get("Status") or {}).get("Code") == "active"
+                       and (managed is None or p["VpcPeeringConnectionId"] in managed)),
                       key=lambda p: p["VpcPeeringConnectionId"])
         pcx = _pick(pcxs, rng_or_index)
         return None if pcx is None else cls(pcx["VpcPeeringConnectionId"], snapshot.get("region", ""), run_id)
@@ -1458,6 +1514,6 @@ __all__ = [
     "CATALOG", "CHECKS", "REPAIR", "RUN_TAG", "Chaos", "Fault", "FaultRefused", "Injection",
     "candidates", "catalog_table", "describe_extras", "detection_matrix", "disjoint", "fault_strategy",
     "finding_resources", "matrix_markdown", "missed", "selectable", "sg_rules", "stable_key", "touched",
-    "without_rule", "write_matrix",
+    "without_route", "without_rule", "write_matrix",
     *(cls.__name__ for cls in CATALOG.values()),
 ]

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from immutable_infra.chaos import (
     CATALOG, Chaos, Fault, FaultRefused, candidates, describe_extras, disjoint, finding_resources, sg_rules,
-    touched, with_acl_deny, without_rule,
+    touched, with_acl_deny, without_route, without_rule,
 )
 from immutable_infra.findings import Finding
 from immutable_infra.progress import phase
@@ -184,6 +184,45 @@ def acls_carrying_flows(flows: Sequence[Any], snapshot: Mapping[str, Any], addre
                    for v in analyze_all(flows, with_acl_deny(snapshot, acl), dict(addresses)))]
 
 
+def routes_carrying_flows(flows: Sequence[Any], snapshot: Mapping[str, Any], addresses: Mapping[str, str],
+                          routes: Iterable[Sequence[str]]) -> list[tuple[str, str]]:
+    """The routes (route table, destination) whose removal blocks a declared flow reachable now."""
+    from immutable_infra.checks.reachability import analyze_all
+
+    if not flows:
+        return []
+    reachable = {v.flow.name for v in analyze_all(flows, dict(snapshot), dict(addresses)) if v.reachable}
+    if not reachable:
+        return []
+    return [(table, dest) for table, dest in routes
+            if any(v.flow.name in reachable and not v.reachable
+                   for v in analyze_all(flows, without_route(snapshot, table, dest), dict(addresses)))]
+
+
+def managed_routes(own: Iterable[Any], everyone: Iterable[Any]) -> list[tuple[str, str]]:
+    """The routes (route table, destination) a group's own Terraform manages.
+
+    Its ``aws_route`` resources, and the routes its ``aws_route_table``
+    resources list that no ``aws_route`` of any applied group manages (inline
+    ``route`` blocks). A route a neighbour's ``aws_route`` put in this group's
+    table is not the group's: its drift cannot see it go, its repair cannot
+    put it back.
+    """
+    own, everyone = list(own), list(everyone)
+    separate = {(str(r.values.get("route_table_id")), str(r.values.get("destination_cidr_block")))
+                for r in everyone if r.type == "aws_route"}
+    found = {(str(r.values.get("route_table_id")), str(r.values.get("destination_cidr_block")))
+             for r in own if r.type == "aws_route"}
+    for table in own:
+        if table.type != "aws_route_table" or not table.aws_id:
+            continue
+        for route in table.values.get("route") or ():
+            key = (table.aws_id, str(route.get("cidr_block") or ""))
+            if key[1] and key not in separate:
+                found.add(key)
+    return sorted(found)
+
+
 def affected_checks(batch: Sequence[Fault], checks: Sequence[str]) -> list[str]:
     """The checks (of ``checks``, in their order) whose findings a fault of the batch can change.
 
@@ -211,6 +250,10 @@ def snapshot(h: "Harness", name: str, checks: Iterable[str] = (), reading: Readi
     rec = h.run.groups[name]
     snap = reading.describe(name)
     snap.update(describe_extras(h.sandbox.client, rec.region, reading.vpc_ids(name)))
+    # What the group's own Terraform manages: faults target only that (a neighbour's peering or route is its own)
+    own = reading.resources(name)
+    snap["managed"] = sorted(str(r.aws_id) for r in own if r.aws_id)
+    snap["managed_routes"] = managed_routes(own, own + reading.neighbour_resources(name))
     if "reachability" in checks:
         from immutable_infra.live import declared_flows
 
@@ -221,6 +264,7 @@ def snapshot(h: "Harness", name: str, checks: Iterable[str] = (), reading: Readi
                 flows, run_snap, run_snap["addresses"], [g["GroupId"] for g in snap.get("security_groups", [])])
             snap["flow_acls"] = acls_carrying_flows(
                 flows, run_snap, run_snap["addresses"], [a["NetworkAclId"] for a in snap.get("network_acls", [])])
+            snap["flow_routes"] = routes_carrying_flows(flows, run_snap, run_snap["addresses"], snap["managed_routes"])
     return snap
 
 

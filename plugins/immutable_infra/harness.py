@@ -62,6 +62,17 @@ class AppliedGroup:
             self._state = self.terraform.state()
         return self._state
 
+    def refreshed_state(self) -> dict[str, Any]:
+        """The group's state as a refresh reads it now (a refresh-only plan's ``prior_state``); nothing is written.
+
+        What the rebuild compares: the state file holds what the last apply or
+        settle read, so attributes another group changes later (a neighbour's
+        ``aws_route`` in this group's route table shows in the table's ``route``)
+        would differ between two state files for no difference in AWS.
+        """
+        plan = self.terraform.plan(out="refreshed.tfplan", refresh_only=True)
+        return plan.get("prior_state") or self.terraform.state()
+
     def client(self, service: str) -> Any:
         """A boto3 client for the group's region, bound to the run's endpoint."""
         if self.clients is not None:
@@ -305,17 +316,28 @@ class Harness:
         self.run.save()
 
     def rebuild(self, name: str) -> dict[str, Any]:
-        """Destroy and recreate a group (and the applied groups that depend on it); time each phase."""
-        names = [name] + self.dependents(name)
-        destroy_s = self.destroy(list(reversed(names)))
-        apply_s = self.recreate(names)
+        """Destroy and recreate a group (and the applied groups that depend on it); time each phase.
+
+        ``destroy_seconds``, ``apply_seconds`` and ``total_seconds`` are the
+        group's own (what its budget and its history are about): a run that
+        applied its dependents and one that did not measure the same thing.
+        The dependents' destroy and re-apply are timed apart
+        (``dependents_seconds``).
+        """
+        dependents = self.dependents(name)
+        deps_s = self.destroy(list(reversed(dependents))) if dependents else 0.0
+        destroy_s = self.destroy([name])
+        apply_s = self.recreate([name])
+        deps_s += self.recreate(dependents) if dependents else 0.0
         rec = self.run.groups[name]
         return {
             "group": name,
-            "groups": names,
+            "groups": [name] + dependents,
             "destroy_seconds": round(destroy_s, 2),
             "apply_seconds": round(apply_s, 2),
             "total_seconds": round(destroy_s + apply_s, 2),
+            "dependents": dependents,
+            "dependents_seconds": round(deps_s, 2),
             "resource_seconds": dict(rec.resource_seconds),
             "destroy_resource_seconds": dict(rec.destroy_resource_seconds),
         }

@@ -330,6 +330,13 @@ def applied_group(request: pytest.FixtureRequest, infra: Harness, group_name: st
     given = distributed.worker_input(request.config)
     if given is not None and not given.get("run_id"):  # the controller has no run: never create one here
         pytest.fail(given.get("error") or "the xdist controller created no run", pytrace=False)
+    if given is None and len(infra.settings.groups) > 1 and not infra.settings.audit:
+        # Every requested group before the first group's tests, as the xdist controller applies them before the
+        # workers start: a group's peering, chaos and rebuild then see the same neighbours in either mode (a peer
+        # applied only for its own later tests was absent from the first group's). A group that fails to apply
+        # here says so on its own tests; the others go on.
+        with contextlib.suppress(*TOOL_ERRORS):
+            infra.up(list(infra.settings.groups))
     try:
         return distributed.watch(infra.applied(group_name))
     except TOOL_ERRORS as exc:
@@ -373,11 +380,12 @@ def rebuilt_group(applied_group: AppliedGroup, infra: Harness, infra_report: Rep
 
     with cannot_check(infra, f"rebuild of {name}"):
         unclean = verify.unclean(infra, name)  # the "before" must be proven clean (no chaos residue, no drift)
-        before = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
+        before = (applied_group.refreshed_state(), dict(applied_group.outputs), _verdicts(infra, name))
     with cannot_check(infra, f"rebuild of {name}"):
         timing = infra.rebuild(name)
     with cannot_check(infra, f"rebuild of {name}"):
-        after = (applied_group.state(fresh=True), dict(applied_group.outputs), _verdicts(infra, name))
+        # both sides as a refresh reads them: the dependents re-applied after the group changed its tables again
+        after = (applied_group.refreshed_state(), dict(applied_group.outputs), _verdicts(infra, name))
     budget = applied_group.config.rebuild_budget_seconds
     infra_report.fact(name, "rebuild", **{k: v for k, v in timing.items() if k not in ("destroy_resource_seconds", "group")},
                       budget_seconds=budget)

@@ -296,6 +296,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
             lines.append(
                 f"Rebuild: destroy {_s(rebuild.get('destroy_seconds'))} s + apply {_s(rebuild.get('apply_seconds'))} s"
                 f" = {_s(rebuild.get('total_seconds'))} s (budget {_s(rebuild.get('budget_seconds'))} s)."
+                + (f" Its dependents {', '.join(rebuild['dependents'])} were destroyed and re-applied around it in "
+                   f"{_s(rebuild.get('dependents_seconds'))} s (not counted)." if rebuild.get("dependents") else "")
             )
         chaos = g.get("checks", {}).get("chaos", {}).get("facts")
         if chaos:
