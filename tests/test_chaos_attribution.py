@@ -322,3 +322,38 @@ def test_peering_deleted_takes_only_a_peering_the_groups_state_manages():
     assert [f.target for f in candidates("peering_deleted", snap, run, "prd-sg-slave")] == [touching[1]]
     snap["managed"] = []
     assert chaos.PeeringDeleted.select(snap, run, "prd-sg-slave", 0) is None
+
+
+def test_flow_rule_revoked_leaves_a_rule_a_neighbours_terraform_manages():
+    snap = _snapshot(("sg-app", "sg-db"))
+    # The neighbour's aws_security_group_rule admits sg-app into sg-db: the group's drift cannot see it go.
+    neighbour = [
+        StateResource("module.peer.aws_security_group_rule.in[0]", "aws_security_group_rule", {
+            "id": "sgrule-1", "type": "ingress", "security_group_id": "sg-db", "protocol": "6",
+            "from_port": 8080, "to_port": 8080, "source_security_group_id": "sg-app", "cidr_blocks": []}),
+        StateResource("module.peer.aws_security_group_rule.out", "aws_security_group_rule", {
+            "id": "sgrule-2", "type": "egress", "security_group_id": "sg-app", "protocol": "-1",
+            "from_port": 0, "to_port": 0, "cidr_blocks": ["0.0.0.0/0"]}),
+    ]
+    snap["foreign_rules"] = experiment.foreign_rules(neighbour)
+    assert snap["foreign_rules"] == [("sg-db", "6", 8080, 8080, "sg-app")]
+    assert [(f.target, f.source_group) for f in candidates("flow_rule_revoked", snap, RUN, GROUP)] == [("sg-app", "sg-db")]
+    snap["flow_rules"] = [("sg-db", "tcp", 8080, 8080, "sg-app")]  # even when it carries a flow
+    assert FlowRuleRevoked.select(snap, RUN, GROUP, 0).target == "sg-app"
+    # all traffic: EC2 answers -1 for the ports, Terraform stores 0
+    assert chaos.rule_key(("sg-1", "-1", -1, -1, "10.0.0.0/8")) == chaos.rule_key(("sg-1", "all", 0, 0, "10.0.0.0/8"))
+
+
+def test_route53_record_changed_takes_only_a_record_the_groups_state_manages():
+    zone = {"Id": "Z1", "Name": "corp.internal.", "Tags": {"Run": RUN}, "Records": [
+        {"Name": "db.corp.internal.", "Type": "A", "ResourceRecords": [{"Value": "10.0.1.5"}]},
+        {"Name": "web.corp.internal.", "Type": "A", "ResourceRecords": [{"Value": "10.9.1.5"}]},
+    ]}
+    snap = {"region": REGION, "hosted_zones": [zone]}
+    assert len(candidates("route53_record_changed", snap, RUN, GROUP)) == 2
+    own = [StateResource("aws_route53_record.db", "aws_route53_record",
+                         {"id": "Z1_db_A", "zone_id": "Z1", "name": "db", "fqdn": "DB.corp.internal"})]
+    snap["managed_records"] = experiment.managed_records(own)
+    assert [f.record for f in candidates("route53_record_changed", snap, RUN, GROUP)] == ["db.corp.internal."]
+    snap["managed_records"] = []  # the zone is shared and every record in it is a neighbour's
+    assert chaos.Route53RecordChanged.select(snap, RUN, GROUP, 0) is None

@@ -539,6 +539,18 @@ def sg_rules(snapshot: Mapping[str, Any], run_id: str | None = None) -> list[tup
     return out
 
 
+#: Protocol numbers Terraform accepts where EC2's describe answers with a name.
+_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "all": "-1"}
+
+
+def rule_key(rule: Sequence[Any]) -> tuple[str, str, int, int, str]:
+    """An ingress rule (group, protocol, from, to, source) compared the same way from a describe and a state:
+    protocols by name, and no ports for all traffic (EC2 answers -1, Terraform stores 0)."""
+    sg_id, proto, lo, hi, source = rule
+    proto = _PROTOCOL_NAMES.get(str(proto).lower(), str(proto).lower())
+    return (str(sg_id), proto, *((-1, -1) if proto == "-1" else (int(lo), int(hi))), str(source))
+
+
 def without_rule(snapshot: Mapping[str, Any], rule: tuple[str, str, int, int, str]) -> dict[str, Any]:
     """A copy of the snapshot in which one ingress rule (one source of it) is revoked."""
     import copy
@@ -561,6 +573,12 @@ def without_rule(snapshot: Mapping[str, Any], rule: tuple[str, str, int, int, st
 @dataclass(frozen=True, repr=False)
 class FlowRuleRevoked(Fault):
     """An ingress rule revoked: one source (another group's or the VPC's CIDR, or a security group) of a port.
+
+    Only a rule the group's own Terraform manages: a rule a neighbour's
+    ``aws_security_group_rule`` put in this group's security group
+    (``foreign_rules``, set by the experiment from the neighbours' states) is
+    the neighbour's; this group's drift cannot see it go and its repair
+    cannot put it back.
 
     Which checks must see it depends on the group: drift always; reachability
     only when the rule carries a declared flow (``carries_flow``). ``select``
@@ -598,9 +616,12 @@ class FlowRuleRevoked(Fault):
         own = {v.get("CidrBlock") for v in snapshot.get("vpcs", [])}
         sgs = {g["GroupId"] for g in snapshot.get("security_groups", [])}
         flow_rules = {tuple(r) for r in snapshot.get("flow_rules") or ()}
+        foreign = {rule_key(r) for r in snapshot.get("foreign_rules") or ()}
         # Preference: rules that carry a declared flow, then another group's CIDR, a security group, the VPC's CIDR.
         tiers: list[list[tuple[str, str, int, int, str]]] = [[], [], [], []]
         for r in sorted(sg_rules(snapshot, run_id)):
+            if rule_key(r) in foreign:
+                continue
             if r in flow_rules:
                 tiers[0].append(r)
             elif r[4] in peers:
@@ -1064,7 +1085,13 @@ class StaleAmiReplacement(Fault):
 
 @dataclass(frozen=True, repr=False)
 class Route53RecordChanged(Fault):
-    """An A record of the group's private zone now points elsewhere."""
+    """An A record of the group's private zone now points elsewhere.
+
+    Only a record the group's own Terraform manages, when the snapshot says
+    which (``managed_records``: zone id and name of the state's
+    ``aws_route53_record`` resources): a zone associated with several groups'
+    VPCs holds their records too, and a neighbour's record is the neighbour's.
+    """
 
     record: str = ""
     value: str = "192.0.2.1"
@@ -1079,11 +1106,15 @@ class Route53RecordChanged(Fault):
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
+        managed = snapshot.get("managed_records")
+        managed = None if managed is None else {(z, _record_name(n)) for z, n in managed}
         records = []
         for zone in sorted(snapshot.get("hosted_zones", []), key=lambda z: z["Id"]):
             if zone.get("Tags", {}).get(RUN_TAG) != run_id:
                 continue
             for rr in zone.get("Records", []):
+                if managed is not None and (zone["Id"].split("/")[-1], _record_name(rr["Name"])) not in managed:
+                    continue
                 if rr.get("Type") == "A" and rr.get("ResourceRecords"):
                     records.append((zone["Id"].split("/")[-1], rr))
         chosen = _pick(sorted(records, key=lambda r: (r[0], r[1]["Name"])), rng_or_index)
@@ -1107,6 +1138,10 @@ class Route53RecordChanged(Fault):
     def _inject(self, clients):
         clients("route53", self.region or "us-east-1").change_resource_record_sets(
             HostedZoneId=self.target, ChangeBatch=self._batch())
+
+
+def _record_name(name: str) -> str:
+    return str(name).rstrip(".").lower()
 
 
 _PUBLIC_POLICY = {

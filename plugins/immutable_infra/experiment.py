@@ -223,6 +223,31 @@ def managed_routes(own: Iterable[Any], everyone: Iterable[Any]) -> list[tuple[st
     return sorted(found)
 
 
+def foreign_rules(neighbours: Iterable[Any]) -> list[tuple[str, str, int, int, str]]:
+    """The ingress rules the neighbours' ``aws_security_group_rule`` resources manage, one per source.
+
+    A group's security group may carry rules another group's Terraform adds
+    (a peer admitting its own CIDR or security group): they are the
+    neighbour's, so a fault on this group must not revoke them.
+    """
+    out = []
+    for r in neighbours:
+        v = r.values or {}
+        if r.type != "aws_security_group_rule" or v.get("type") != "ingress" or not v.get("security_group_id"):
+            continue
+        head = (str(v["security_group_id"]), str(v.get("protocol")), int(v.get("from_port") or 0), int(v.get("to_port") or 0))
+        sources = list(v.get("cidr_blocks") or ()) + [v["source_security_group_id"]] * bool(v.get("source_security_group_id"))
+        sources += [v["security_group_id"]] * bool(v.get("self"))
+        out += [(*head, str(source)) for source in sources]
+    return sorted(out)
+
+
+def managed_records(own: Iterable[Any]) -> list[tuple[str, str]]:
+    """(zone id, name) of the group's ``aws_route53_record`` resources (the full name where the state has it)."""
+    return sorted((str(r.values.get("zone_id")), str(r.values.get("fqdn") or r.values.get("name") or ""))
+                  for r in own if r.type == "aws_route53_record")
+
+
 def affected_checks(batch: Sequence[Fault], checks: Sequence[str]) -> list[str]:
     """The checks (of ``checks``, in their order) whose findings a fault of the batch can change.
 
@@ -253,7 +278,10 @@ def snapshot(h: "Harness", name: str, checks: Iterable[str] = (), reading: Readi
     # What the group's own Terraform manages: faults target only that (a neighbour's peering or route is its own)
     own = reading.resources(name)
     snap["managed"] = sorted(str(r.aws_id) for r in own if r.aws_id)
-    snap["managed_routes"] = managed_routes(own, own + reading.neighbour_resources(name))
+    neighbours = reading.neighbour_resources(name)
+    snap["managed_routes"] = managed_routes(own, own + neighbours)
+    snap["foreign_rules"] = foreign_rules(neighbours)
+    snap["managed_records"] = managed_records(own)
     if "reachability" in checks:
         from immutable_infra.live import declared_flows
 
