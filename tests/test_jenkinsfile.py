@@ -11,7 +11,7 @@ Cheap forms, said here as the brief asks:
 - `.ci/setup` runs with CI_SETUP=check (the Jenkinsfile sets install): it proves the tools on PATH instead of
   creating a venv from the package registries.
 - `pytest tests/` runs with PYTEST_ADDOPTS=--collect-only (pytest's own variable): the project's tests are
-  collected, not run (they take 45 minutes; they are what this file is part of).
+  collected, not run (about 25 minutes on two cores; they are what this file is part of).
 - The merge gate and the weekly job run `pytest suites/` with PYTEST_ADDOPTS=-k selecting the suite the stage is
   about (the gate's test; the rebuild suite), and the audit of a drifted group only the drift test: the same
   command, options and settings, minutes fewer on a busy machine. The whole suites on a small group are run by
@@ -281,7 +281,7 @@ RUNNERS = {
     ".ci/groups": run_all_groups,
     'pytest suites/ --base-ref "origin/$BASE_BRANCH" --junitxml="$IMMUTABLE_INFRA_REPORTS_DIR/junit-gate.xml"':
         run_merge_gate,
-    'pytest tests/ --junitxml="$IMMUTABLE_INFRA_REPORTS_DIR/junit-tests.xml"': run_project_tests,
+    'pytest tests/ -n auto --dist loadfile --junitxml="$IMMUTABLE_INFRA_REPORTS_DIR/junit-tests.xml"': run_project_tests,
     'pytest suites/ --audit --junitxml="$IMMUTABLE_INFRA_REPORTS_DIR/junit-audit.xml"': run_nightly_audit,
     'pytest suites/ --junitxml="$IMMUTABLE_INFRA_REPORTS_DIR/$JUNIT_FILE"': run_weekly_rebuild,
     'immutable-infra reap --run-id "$REAP_RUN_ID"': run_reaper,
