@@ -14,7 +14,9 @@ wrote one ``history.jsonl`` line and left no run folder behind.
 
 The last lines are ``name: value`` pairs a script can read: ``serial_s``,
 ``xdist_s``, ``verdicts_identical``, ``xdist_speedup`` (serial wall time over
-distributed wall time; issue 13's goal on 2 cores: >= 1.6).
+distributed wall time; issue 13's goal on 2 cores: >= 1.6), and each session's
+peak resident memory (the session's whole process tree: workers, Terraform,
+providers, moto, hosts), ``peak_rss_gib_serial`` and ``peak_rss_gib_xdist``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from overhead import tree_rss  # noqa: E402 - the same process-tree sampler as the overhead benchmark
 SINGAPORE = ["ops-sg", "prd-sg-master", "prd-sg-slave"]
 
 
@@ -43,9 +47,15 @@ def session(workers: int, groups: list[str], groups_dir: str, suites: list[str],
         args += ["--group", g]
     print(f"$ {' '.join(args[2:])}", flush=True)
     t0 = time.monotonic()
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    out = where / "output.txt"
+    with out.open("w") as fh:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+        peak = 0
+        while proc.poll() is None:  # the resident memory of the session, its workers, Terraform and moto
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(1)
     wall = time.monotonic() - t0
-    (where / "output.txt").write_text(proc.stdout + proc.stderr)
+    stdout = out.read_text()
     summary_path = where / "reports" / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     history = where / "reports" / "history.jsonl"
@@ -53,7 +63,7 @@ def session(workers: int, groups: list[str], groups_dir: str, suites: list[str],
     lines = [json.loads(line) for line in timings.read_text().splitlines()] if timings.is_file() else []
     runs = where / "home" / "runs"
     return {
-        "wall": wall, "exit": proc.returncode, "summary": summary, "tail": proc.stdout.strip().splitlines()[-1:],
+        "wall": wall, "exit": proc.returncode, "summary": summary, "tail": stdout.strip().splitlines()[-1:], "peak_rss": peak,
         "history_lines": len(history.read_text().splitlines()) if history.is_file() else 0,
         "inits": collections.Counter(t["workdir"] for t in lines if t["verb"] == "init"),
         "runs_left": sorted(p.name for p in runs.iterdir()) if runs.is_dir() else [],
@@ -104,6 +114,8 @@ def main() -> int:
     print(f"xdist_s: {dist['wall']:.1f}")
     print(f"verdicts_identical: {str(same).lower()}")
     print(f"xdist_speedup: {serial['wall'] / dist['wall']:.2f}")
+    print(f"peak_rss_gib_serial: {serial['peak_rss'] / 2**30:.2f}")
+    print(f"peak_rss_gib_xdist: {dist['peak_rss'] / 2**30:.2f}")
     ok = same and serial["exit"] == dist["exit"] and once
     return 0 if ok else 1
 

@@ -318,10 +318,17 @@ def test_peering_deleted_takes_only_a_peering_the_groups_state_manages():
     snap["vpcs"] = [slave_vpc]  # the slave's describe: its own VPC only
     touching = sorted(p["VpcPeeringConnectionId"] for p in chaos._own_peerings(snap))
     assert len(touching) == 2, "the slave's VPC has two peerings: with ops and with master"
-    snap["managed"] = [touching[1]]  # the other one a neighbour requested
+    snap["managed_peerings"] = [touching[1]]  # the other one a neighbour requested
     assert [f.target for f in candidates("peering_deleted", snap, run, "prd-sg-slave")] == [touching[1]]
-    snap["managed"] = []
+    snap["managed_peerings"] = []
     assert chaos.PeeringDeleted.select(snap, run, "prd-sg-slave", 0) is None
+
+
+def test_a_peering_the_group_only_accepts_is_not_its_to_delete():
+    own = [StateResource("aws_vpc_peering_connection.to_ops", "aws_vpc_peering_connection", {"id": "pcx-req"}),
+           StateResource("aws_vpc_peering_connection_accepter.from_cn", "aws_vpc_peering_connection_accepter",
+                         {"id": "pcx-acc", "vpc_peering_connection_id": "pcx-acc"})]
+    assert experiment.ownership(own, [])["managed_peerings"] == ["pcx-req"]
 
 
 def test_flow_rule_revoked_leaves_a_rule_a_neighbours_terraform_manages():

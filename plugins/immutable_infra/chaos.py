@@ -814,9 +814,12 @@ class RouteHijacked(Fault):
 class PeeringDeleted(Fault):
     """A VPC peering connection of the group deleted (its routes become blackholes).
 
-    Only a peering the group's own Terraform manages, when the snapshot says
-    which (``managed``, the AWS ids of the group's state): a peering a
-    neighbour requested touches this group's VPC but is the neighbour's.
+    Only a peering the group's own Terraform requests, when the snapshot says
+    which (``managed_peerings``, the ids of the state's
+    ``aws_vpc_peering_connection`` resources): a peering a neighbour
+    requested touches this group's VPC but is the neighbour's, even where
+    this group accepts it (``aws_vpc_peering_connection_accepter``, same id):
+    the group's apply cannot accept a connection that no longer exists.
     """
 
     name: ClassVar[str] = "peering_deleted"
@@ -825,7 +828,7 @@ class PeeringDeleted(Fault):
 
     @classmethod
     def select(cls, snapshot, run_id, group, rng_or_index=0):
-        managed = snapshot.get("managed")
+        managed = snapshot.get("managed_peerings")
         pcxs = sorted((p for p in _own_peerings(snapshot)
                        if _has_run(p, run_id) and (p.get("Status") or {}).get("Code") == "active"
                        and (managed is None or p["VpcPeeringConnectionId"] in managed)),

@@ -248,6 +248,23 @@ def managed_records(own: Iterable[Any]) -> list[tuple[str, str]]:
                   for r in own if r.type == "aws_route53_record")
 
 
+def ownership(own: Sequence[Any], neighbours: Sequence[Any]) -> dict[str, list[Any]]:
+    """What the group's own Terraform manages among what faults could target, for the snapshot faults select from.
+
+    ``managed_peerings`` (the peerings it requests), ``managed_routes``,
+    ``foreign_rules`` (rules the neighbours put in its security groups) and
+    ``managed_records``: a fault on what a neighbour manages could be seen by
+    no check of this group and repaired by no apply of it.
+    """
+    own, neighbours = list(own), list(neighbours)
+    return {
+        "managed_peerings": sorted(str(r.aws_id) for r in own if r.type == "aws_vpc_peering_connection" and r.aws_id),
+        "managed_routes": managed_routes(own, own + neighbours),
+        "foreign_rules": foreign_rules(neighbours),
+        "managed_records": managed_records(own),
+    }
+
+
 def affected_checks(batch: Sequence[Fault], checks: Sequence[str]) -> list[str]:
     """The checks (of ``checks``, in their order) whose findings a fault of the batch can change.
 
@@ -275,13 +292,8 @@ def snapshot(h: "Harness", name: str, checks: Iterable[str] = (), reading: Readi
     rec = h.run.groups[name]
     snap = reading.describe(name)
     snap.update(describe_extras(h.sandbox.client, rec.region, reading.vpc_ids(name)))
-    # What the group's own Terraform manages: faults target only that (a neighbour's peering or route is its own)
-    own = reading.resources(name)
-    snap["managed"] = sorted(str(r.aws_id) for r in own if r.aws_id)
-    neighbours = reading.neighbour_resources(name)
-    snap["managed_routes"] = managed_routes(own, own + neighbours)
-    snap["foreign_rules"] = foreign_rules(neighbours)
-    snap["managed_records"] = managed_records(own)
+    # What the group's own Terraform manages: faults target only that (what a neighbour manages is the neighbour's)
+    snap.update(ownership(reading.resources(name), reading.neighbour_resources(name)))
     if "reachability" in checks:
         from immutable_infra.live import declared_flows
 
