@@ -35,12 +35,14 @@ import pytest
 from immutable_infra.checks.parity import (
     config_paths,
     diff_packages,
+    find_content_violations,
     instances_on_current_run,
     manifest_sources,
     parity_table,
 )
 from immutable_infra.embedded_hosts import build_rootfs, leftovers, runtime_available, start_host
 from immutable_infra.errors import ToolError
+from immutable_infra.findings import finding_id
 from immutable_infra.hosts import (
     HostConfigsError,
     HostPackagesError,
@@ -619,3 +621,17 @@ def test_a_session_with_an_unreachable_dev_box_errors_naming_it(tmp_path, record
     assert "Connection refused" in message and "CommandResult" not in message, message
     assert "chaos-lab checks: parity error" in proc.stdout, proc.stdout[-3000:]
     assert REFUSED in summary.read_text()
+
+
+def test_a_difference_has_one_id_whether_the_dev_box_is_read_live_or_from_its_manifest():
+    """Switching --dev-box on or off between two audits must not show one difference as fixed and new."""
+    def edit(packages):
+        packages["telnet"] = ("0.17+2.4-2", "amd64")
+
+    live = live_content_check(GROUP, [TEMPLATE], CATALOG, ALLOW, recorded_dev_box(packages=edit)).findings
+    catalog = load_catalog(IMAGES)
+    edit(catalog.template(TEMPLATE).current.dev_boxes[0].packages)  # the same box, recorded with telnet
+    recorded = find_content_violations(GROUP, TEMPLATE, catalog, ALLOW)
+    assert [f for f in live if f.detail["package"] == "telnet"], "the live side saw no difference"
+    assert sorted(finding_id(f) for f in live) == sorted(finding_id(f) for f in recorded)
+    assert {f.detail["dev_box_source"] for f in live} == {"live host ssh://vagrant@dev-box"}  # the sources differ
