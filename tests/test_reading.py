@@ -331,3 +331,33 @@ def test_a_repair_whose_proof_saw_any_drift_or_output_change_is_settled(h, monke
                                                      "resource_drift": [], **extra})
     exp = experiment.run(h, "g1", ["sg_opened_to_world"], ALL)
     assert h.repairs == ["repair:g1", "settle:g1"] and exp.unsettled == []
+
+
+def test_a_batch_after_a_proof_with_nothing_to_settle_takes_that_proof_as_its_baseline(h, monkeypatch):
+    """Nothing changes between a proof that had nothing to settle and the next planning: that proof's pass plans the
+    next batch and its results are the baseline; only the baseline checks the proof did not run, run."""
+    log = fake_checks(monkeypatch, real=("unmanaged", "drift"))
+    h.calls.clear()
+    exp = experiment.run(h, "g1", ["role_tag_flipped", "group_tag_flipped"], ALL)
+    assert sorted(exp.watched) == [1, 2], "the two faults share an instance: two batches"
+    assert "baseline_from_proof" not in exp.watched[1]
+    reused = exp.watched[2]["baseline_from_proof"]
+    assert "drift" in reused and reused == [c for c in exp.watched[2]["baseline"] if c in exp.watched[1]["proof"]]
+    assert Counter(c for c, _ in log)["drift"] == 5, "baseline, after, proof; then after, proof"
+    assert h.calls["refresh:g1"] == 5
+    assert h.repairs == ["repair:g1", "repair:g1"] and not exp.false_alarms and not exp.residue
+    assert sorted((o.fault.name, o.error) for o in exp.outcomes) == [("group_tag_flipped", ""), ("role_tag_flipped", "")]
+    assert sorted(o.batch for o in exp.outcomes) == [1, 2]
+    assert any("from the proof of batch 1" in line for line in h.said)
+
+
+def test_after_a_settle_the_next_batch_takes_a_baseline_of_its_own(h, monkeypatch):
+    """A settle writes the state after the proof: the next batch reads anew and runs its whole baseline."""
+    log = fake_checks(monkeypatch, real=("unmanaged", "drift"))
+    tf = h.tf["g1"]
+    monkeypatch.setattr(tf, "refresh_plan", lambda: {"format_version": "1.2", "prior_state": tf.state_json(),
+                                                     "resource_drift": [], "output_changes": {"x": {"actions": ["update"]}}})
+    exp = experiment.run(h, "g1", ["role_tag_flipped", "group_tag_flipped"], ALL)
+    assert sorted(exp.watched) == [1, 2] and all("baseline_from_proof" not in w for w in exp.watched.values())
+    assert Counter(c for c, _ in log)["drift"] == 6
+    assert h.repairs == ["repair:g1", "settle:g1", "repair:g1", "settle:g1"]

@@ -4,7 +4,10 @@ For each batch of faults (disjoint resources, at most one flow blocker):
 
 1. **baseline**: run the batch's proof checks (below) and keep their findings,
    in the same pass (one :class:`~immutable_infra.reading.Reading`) that
-   planned the batch: nothing changed between the two;
+   planned the batch: nothing changed between the two. When the previous
+   batch's repair was proven and had nothing to settle, nothing has changed
+   since its proof either: that proof's pass plans this batch, and its
+   results are this baseline for the checks it ran (only the others run);
 2. **inject** each fault on its own: one that fails (an AWS or Terraform
    error, a refused target) is recorded in ``errors`` and the others go on;
 3. **attribute**: run the batch's *watch* checks again, in a new pass: the
@@ -97,7 +100,9 @@ class Experiment:
     errors: dict[str, str] = field(default_factory=dict)  # fault name (or "repair of batch N") -> what failed
     plans: list[list[str]] = field(default_factory=list)
     unsettled: list[int] = field(default_factory=list)  # batches whose repair was not proven: never settled
-    watched: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # batch -> phase -> checks run
+    #: batch -> phase -> checks run; ``baseline_from_proof``: the baseline checks whose results are the previous
+    #: batch's proof (nothing changed since it), so they did not run again
+    watched: dict[int, dict[str, list[str]]] = field(default_factory=dict)
 
     def outcome(self, name: str) -> Outcome | None:
         return next((o for o in self.outcomes if o.fault.name == name), None)
@@ -356,11 +361,13 @@ def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_r
     chaos = Chaos(h.sandbox.client, h.run.id, audit=audit, dry_run=dry_run)
     remaining = [f for f in faults if f in CATALOG]
     number = 0
+    # The last batch's proof when nothing changed after it (proven clean, nothing to settle): its pass and results.
+    proven: tuple[Reading, dict[str, Any]] | None = None
     while remaining:
-        # Plan from a fresh reading each time: a repair replaces instances, so earlier targets may be gone. The
-        # batch's baseline shares this reading (nothing changes between planning and the baseline).
+        # Plan from a reading taken after the last repair: a repair replaces instances, so earlier targets may be
+        # gone. The batch's baseline shares this reading (nothing changes between planning and the baseline).
         with phase(h.say, f"[{name}] chaos: planning {len(remaining)} fault(s)") as planning:
-            reading = Reading(h)
+            reading = proven[0] if proven else Reading(h)
             snap = snapshot(h, name, checks, reading)
             addresses = reading.addresses(name)
             batches, skipped = plan_batches(snap, h.run.id, name, remaining, addresses, seed)
@@ -374,7 +381,10 @@ def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_r
             number += 1
             if dry_run:
                 exp.plans.append([line for calls in chaos.inject_all(batch) for line in calls])
-            elif not _observe_and_repair(h, name, batch, number, checks, chaos, exp, snap, reading):
+                continue
+            repaired, proven = _observe_and_repair(h, name, batch, number, checks, chaos, exp, snap, reading,
+                                                   proven[1] if proven else {})
+            if not repaired:
                 done = {f.name for b in todo for f in b}
                 for other in remaining:
                     if other not in done and other not in skipped:
@@ -386,12 +396,18 @@ def run(h: "Harness", name: str, faults: Iterable[str], checks: list[str], dry_r
 
 
 def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int, checks: list[str],
-                        chaos: Chaos, exp: Experiment, snap: dict[str, Any], reading: Reading) -> bool:
-    """One batch: baseline, inject, attribute, undo, repair, prove, settle. False when the repair failed.
+                        chaos: Chaos, exp: Experiment, snap: dict[str, Any], reading: Reading,
+                        proven: Mapping[str, Any]) -> tuple[bool, tuple[Reading, dict[str, Any]] | None]:
+    """One batch: baseline, inject, attribute, undo, repair, prove, settle.
 
-    ``reading`` is the pass that planned the batch; the baseline shares it.
-    After the injection and after the repair, each verification is a new
-    pass (a new :class:`Reading`), so neither can see what was read before.
+    Returns whether the repair ran, and the proof's pass and results when
+    nothing changed after the proof (proven clean, nothing to settle): the
+    next batch plans from that pass and takes those results as its baseline.
+    ``reading`` is the pass that planned the batch; the baseline shares it,
+    and ``proven`` (check -> result of the previous batch's proof, made in
+    that same pass) stands for the checks it holds. After the injection and
+    after the repair, each verification is a new pass (a new
+    :class:`Reading`), so neither can see what was read before.
     """
     from immutable_infra.verify import verify_group
 
@@ -408,9 +424,16 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
     started = time.monotonic()
     say(f"{where}: faults {', '.join(f.name for f in batch)}; checks {', '.join(watch)}")
     state = state_of(h, name, reading)
+    reused = [c for c in proof_set if c in proven]
     with phase(say, f"{where}: baseline checks"):
-        baseline = {c: r.findings for c, r in verify_group(h, name, proof_set, reading).items()}
-    say(f"{where}: baseline taken ({sum(map(len, baseline.values()))} finding(s)), {time.monotonic() - started:.0f} s")
+        results = {c: proven[c] for c in reused}
+        results.update(verify_group(h, name, [c for c in proof_set if c not in proven], reading))
+        baseline = {c: results[c].findings for c in proof_set}
+    if reused:
+        exp.watched[number]["baseline_from_proof"] = reused
+    say(f"{where}: baseline taken ({sum(map(len, baseline.values()))} finding(s)"
+        + (f"; {', '.join(reused)} from the proof of batch {number - 1}, nothing changed since" if reused else "")
+        + f"), {time.monotonic() - started:.0f} s")
     outcomes: list[Outcome] = []
     calls: list[str] = []
     try:
@@ -458,11 +481,12 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
         except Exception as exc:  # noqa: BLE001 - a Terraform error: reported, the experiment stops here
             exp.errors[f"repair of batch {number}"] = _one_line(exc)
             exp.unsettled.append(number)
-            return False
+            return False, None
     # The proof of the repair, before anything settles: the watch checks (they saw the faults, so they see what a
     # fault left) plus drift and unmanaged (the group is as declared and carries nothing unmanaged), in a new pass.
     with phase(say, f"{where}: checks after the repair"):
-        proved = verify_group(h, name, proof_set, Reading(h))
+        proof_reading = Reading(h)
+        proved = verify_group(h, name, proof_set, proof_reading)
         proof = {c: r.findings for c, r in proved.items()}
     left = [f for found in new_findings(baseline, proof).values() for f in found]
     exp.residue += [f for f in left if f not in exp.residue]
@@ -475,10 +499,11 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
         # (noise included) and no output change, so a refresh-only apply now would read nothing into the state.
         say(f"{where}: repaired; nothing to settle (no drift at all after the repair), "
             f"{time.monotonic() - started:.0f} s")
+        return True, (proof_reading, proved)
     else:
         h.settle(name)
         say(f"{where}: repaired and settled, {time.monotonic() - started:.0f} s")
-    return True
+    return True, None
 
 
 def matrix_rows(exp: Experiment) -> list[tuple[str, list[str], list[str]]]:
