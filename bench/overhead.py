@@ -86,6 +86,7 @@ def tree_rss(root: int) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--group", action="append", help="group to test (repeatable; default prd-sg-slave)")
+    parser.add_argument("--keep", type=Path, help="keep the session's output and the timings here (a folder)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
     groups = args.group or ["prd-sg-slave"]
@@ -109,13 +110,19 @@ def main() -> int:
         sampler.start()
         tail = []
         assert proc.stdout is not None
+        lines = []
         for line in proc.stdout:
+            lines.append(line)
             tail = (tail + [line.rstrip()])[-5:]
         proc.wait()
         wall = time.time() - started
         sampler.join(timeout=5)
 
         rows = [json.loads(line) for line in timings.read_text().splitlines()] if timings.exists() else []
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            (args.keep / "session.log").write_text("".join(lines))
+            (args.keep / "timings.jsonl").write_text("".join(json.dumps({**r, "start": r["end"] - r["seconds"] - started}) + "\n" for r in rows))
         applies = [r for r in rows if r["verb"] == "apply" and not r.get("refresh_only")]
         floor = union_seconds([(r["end"] - r["seconds"], r["end"]) for r in applies])
         provisioning = union_seconds([(r["end"] - r["seconds"], r["end"]) for r in applies]

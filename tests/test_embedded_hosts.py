@@ -225,6 +225,26 @@ def test_a_groups_running_instances_become_hosts_configured_by_their_roles(rootf
     assert not [line for line in leftovers() if str(tmp_path) in line]  # no mount under this test's folder either
 
 
+def test_a_failing_playbook_stops_every_host_the_group_booted(rootfs, tmp_path):
+    """The hosts boot side by side and the roles' playbooks run side by side: one role's playbook failing raises,
+    naming it, and every host booted for the group (the other role's too) is stopped, nothing left."""
+    from immutable_infra.embedded_hosts import EmbeddedHostError, embedded_hosts_for_group
+    from immutable_infra.roles import load_roles
+
+    tests = Path(__file__).parent
+    playbooks = tmp_path / "playbooks"
+    playbooks.mkdir()
+    shutil.copy(tests / "playbooks" / "web.yml", playbooks / "web.yml")
+    (playbooks / "app.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks:\n"
+                                       "    - ansible.builtin.fail:\n        msg: app role cannot be configured\n")
+    described = [{"InstanceId": f"i-{role}", "PrivateIpAddress": f"10.98.0.{k + 10}", "State": {"Name": "running"},
+                  "Tags": [{"Key": "Role", "Value": role}]} for k, role in enumerate(("web", "app"))]
+    before = set(leftovers())
+    with pytest.raises(EmbeddedHostError, match=r"app\.yml: .*app role cannot be configured"):
+        embedded_hosts_for_group(described, load_roles(tests / "roles.toml"), playbooks, tmp_path / "run")
+    assert set(leftovers()) <= before and list((tmp_path / "run").glob("iih*"))  # booted, then all stopped
+
+
 def test_a_boot_that_ran_out_of_inotify_instances_names_the_sysctl(tmp_path):
     from immutable_infra.embedded_hosts import _console_hint
 

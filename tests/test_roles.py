@@ -171,7 +171,9 @@ def test_playbook_must_exist(described, roles, tmp_path):
 def test_syntax_check_playbooks(tmp_path, playbooks):
     (playbooks / "broken.yml").write_text("- hosts: all\n  tasks:\n    - name: x\n      nosuchmodule_xyz: {}\n")
     findings = syntax_check_playbooks(playbooks, "rec-group")
-    assert [Path(f.detail["playbook"]).name for f in findings] == ["broken.yml"]
+    assert [Path(f.detail["playbook"]).name for f in findings] == ["broken.yml"]  # named among the sound ones
+    (playbooks / "broken.yml").unlink()
+    assert list(playbooks.glob("*.yml")) and syntax_check_playbooks(playbooks, "rec-group") == []
 
 
 def test_syntax_check_skips_without_ansible(playbooks, monkeypatch):

@@ -40,6 +40,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -865,6 +866,14 @@ def running_instances(described: Mapping | Iterable[Mapping]) -> list[dict]:
     return [dict(i) for i in instances if i.get("State", {}).get("Name", "running") == "running"]
 
 
+def _raise_first(futures: Iterable[Future]) -> None:
+    """Raise the first error among finished futures (in the order given), after all of them have finished."""
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+
+
 def embedded_hosts_for_group(
     described: Mapping | Iterable[Mapping], roles: Mapping[str, Any], playbooks_dir: Path | str,
     run_dir: Path | str, *, template: str = "debian12-base", cache_dir: Path | str | None = None,
@@ -880,28 +889,44 @@ def embedded_hosts_for_group(
     """
     rootfs = build_rootfs(template, cache_dir)
     group = GroupHosts()
+    booted: dict[str, HostHandle] = {}
+
+    def boot(instance_id: str, ip: str) -> None:
+        handle = start_host(instance_id, ip, rootfs, run_dir)
+        handle.instance_id = instance_id
+        booted[instance_id] = handle  # at once, so that a failure elsewhere still stops it
+
     try:
-        for instance in running_instances(described):
-            instance_id = instance.get("InstanceId", "?")
-            ip = instance.get("PrivateIpAddress")
-            if not ip:
-                raise EmbeddedHostError(f"instance {instance_id}: no PrivateIpAddress in describe_instances")
-            tags = tags_of(instance.get("Tags"))
-            handle = start_host(instance_id, ip, rootfs, run_dir)
-            handle.instance_id = instance_id
-            group.hosts[instance_id] = handle
-            role = tags.get("Role")
+        running = running_instances(described)
+        for instance in running:
+            if not instance.get("PrivateIpAddress"):
+                raise EmbeddedHostError(f"instance {instance.get('InstanceId', '?')}: no PrivateIpAddress in "
+                                        "describe_instances")
+        session_key(run_dir)  # once, before the hosts boot side by side
+        ids = [str(i.get("InstanceId", "?")) for i in running]
+        # The hosts boot at the same time, and the roles' playbooks run at the same time (mostly waiting).
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(running)))) as pool:
+            booting = [pool.submit(boot, i, str(instance["PrivateIpAddress"])) for i, instance in zip(ids, running)]
+        group.hosts.update((i, booted[i]) for i in ids if i in booted)  # in launch order
+        _raise_first(booting)
+        for instance_id, instance in zip(ids, running):
+            role = tags_of(instance.get("Tags")).get("Role")
             if role is None:
                 group.unconfigured[instance_id] = "no Role tag"
             elif role not in roles:
                 group.unconfigured[instance_id] = f"role {role!r} is not in the roles catalog"
             else:
                 group.roles[instance_id] = role
-        for role in sorted(set(group.roles.values())):
-            handles = [group.hosts[i] for i, r in group.roles.items() if r == role]
-            playbook = Path(playbooks_dir) / roles[role].playbook
-            group.playbooks[role] = apply_playbook(handles, playbook, extra_vars, role=role)
+        by_role = {role: [group.hosts[i] for i, r in group.roles.items() if r == role]
+                   for role in sorted(set(group.roles.values()))}
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(by_role)))) as pool:
+            configuring = {role: pool.submit(apply_playbook, handles, Path(playbooks_dir) / roles[role].playbook,
+                                             extra_vars, role=role)
+                           for role, handles in by_role.items()}
+        _raise_first(configuring.values())
+        group.playbooks.update((role, future.result()) for role, future in configuring.items())
     except BaseException:
+        group.hosts.update((i, h) for i, h in booted.items() if i not in group.hosts)
         with contextlib.suppress(EmbeddedHostError):
             group.stop()
         raise
