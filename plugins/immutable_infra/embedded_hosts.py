@@ -40,7 +40,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -760,6 +760,29 @@ def apply_playbook(
     return run_playbook(inventory, playbook_path, work, f"host {names}", extra_vars, timeout=timeout)
 
 
+def apply_role_playbooks(by_role: Mapping[str, Sequence[HostHandle]], playbooks_dir: Path | str,
+                         roles: Mapping[str, Any], extra_vars: dict | None = None) -> dict[str, PlaybookRun]:
+    """Each role's playbook on its hosts (one ansible-playbook run per role), the roles side by side (the runs
+    mostly wait on the hosts); role -> the run. Any failing run raises, after all have ended, one
+    :class:`EmbeddedHostError` naming every one that failed."""
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(by_role)))) as pool:
+        futures = {role: pool.submit(apply_playbook, handles, Path(playbooks_dir) / roles[role].playbook, extra_vars,
+                                     role=role) for role, handles in by_role.items()}
+    _raise_joined(f.exception() for f in futures.values())
+    return {role: future.result() for role, future in futures.items()}
+
+
+def _raise_joined(errors: Iterable[BaseException | None]) -> None:
+    """Raise the errors of side-by-side work, after all of it ended: an error that is not a tool's (a bug, an
+    interrupt) as itself, else one :class:`EmbeddedHostError` naming every failure."""
+    failed = [e for e in errors if e is not None]
+    for error in failed:
+        if not isinstance(error, ToolError):
+            raise error
+    if failed:
+        raise EmbeddedHostError("; ".join(map(str, failed)))
+
+
 def run_playbook(
     inventory: Path, playbook_path: Path | str, work: Path, who: str, extra_vars: dict | None = None, *,
     limit: str | None = None, host_key_checking: bool = False, timeout: float = 600.0,
@@ -866,14 +889,6 @@ def running_instances(described: Mapping | Iterable[Mapping]) -> list[dict]:
     return [dict(i) for i in instances if i.get("State", {}).get("Name", "running") == "running"]
 
 
-def _raise_first(futures: Iterable[Future]) -> None:
-    """Raise the first error among finished futures (in the order given), after all of them have finished."""
-    for future in futures:
-        error = future.exception()
-        if error is not None:
-            raise error
-
-
 def embedded_hosts_for_group(
     described: Mapping | Iterable[Mapping], roles: Mapping[str, Any], playbooks_dir: Path | str,
     run_dir: Path | str, *, template: str = "debian12-base", cache_dir: Path | str | None = None,
@@ -908,7 +923,7 @@ def embedded_hosts_for_group(
         with ThreadPoolExecutor(max_workers=max(1, min(4, len(running)))) as pool:
             booting = [pool.submit(boot, i, str(instance["PrivateIpAddress"])) for i, instance in zip(ids, running)]
         group.hosts.update((i, booted[i]) for i in ids if i in booted)  # in launch order
-        _raise_first(booting)
+        _raise_joined(f.exception() for f in booting)
         for instance_id, instance in zip(ids, running):
             role = tags_of(instance.get("Tags")).get("Role")
             if role is None:
@@ -919,12 +934,7 @@ def embedded_hosts_for_group(
                 group.roles[instance_id] = role
         by_role = {role: [group.hosts[i] for i, r in group.roles.items() if r == role]
                    for role in sorted(set(group.roles.values()))}
-        with ThreadPoolExecutor(max_workers=max(1, min(4, len(by_role)))) as pool:
-            configuring = {role: pool.submit(apply_playbook, handles, Path(playbooks_dir) / roles[role].playbook,
-                                             extra_vars, role=role)
-                           for role, handles in by_role.items()}
-        _raise_first(configuring.values())
-        group.playbooks.update((role, future.result()) for role, future in configuring.items())
+        group.playbooks.update(apply_role_playbooks(by_role, playbooks_dir, roles, extra_vars))
     except BaseException:
         group.hosts.update((i, h) for i, h in booted.items() if i not in group.hosts)
         with contextlib.suppress(EmbeddedHostError):

@@ -517,7 +517,7 @@ def replace_hosts(hosts: GroupHosts, instance_ids: Iterable[str], playbooks_dir:
     that fails to boot or configure raises :class:`HostFaultError`; the new hosts started stay in ``hosts`` (so
     ``hosts.stop()`` stops them) and a replaced host that could not be started is left out of it.
     """
-    from immutable_infra.embedded_hosts import apply_playbook, build_rootfs, start_host
+    from immutable_infra.embedded_hosts import apply_role_playbooks, build_rootfs, start_host
 
     ids = sorted(set(instance_ids))
     unknown = [i for i in ids if i not in hosts.hosts]
@@ -545,18 +545,10 @@ def replace_hosts(hosts: GroupHosts, instance_ids: Iterable[str], playbooks_dir:
         raise HostFaultError("host replacement: " + "; ".join(errors))
     by_role = {role: [hosts.hosts[i] for i in ids if hosts.roles.get(i) == role]
                for role in sorted({hosts.roles[i] for i in ids if i in hosts.roles})}
-    with ThreadPoolExecutor(max_workers=max(1, min(4, len(by_role)))) as pool:
-        futures = {role: pool.submit(apply_playbook, handles, Path(playbooks_dir) / roles[role].playbook, role=role)
-                   for role, handles in by_role.items()}
-    runs = {}
-    for role, future in futures.items():
-        try:
-            runs[role] = future.result()
-        except ToolError as exc:
-            errors.append(str(exc))
-    if errors:
-        raise HostFaultError("host replacement: " + "; ".join(errors))
-    return runs
+    try:
+        return apply_role_playbooks(by_role, playbooks_dir, roles)
+    except ToolError as exc:
+        raise HostFaultError(f"host replacement: {exc}") from None
 
 
 # -- the experiment on a group's hosts ----------------------------------------------------------------
