@@ -364,3 +364,27 @@ def test_route53_record_changed_takes_only_a_record_the_groups_state_manages():
     assert [f.record for f in candidates("route53_record_changed", snap, RUN, GROUP)] == ["db.corp.internal."]
     snap["managed_records"] = []  # the zone is shared and every record in it is a neighbour's
     assert chaos.Route53RecordChanged.select(snap, RUN, GROUP, 0) is None
+
+
+def test_a_security_group_or_instance_a_neighbour_created_in_the_groups_vpc_is_no_target():
+    # The ops group's Terraform put a monitoring security group and an agent instance into this group's VPC: opening
+    # or terminating them is no fault of this group (its drift cannot see it, its apply cannot repair it).
+    snap = _snapshot(("sg-app", "sg-mon"))
+    tagged = [{"Key": "Run", "Value": RUN}]
+    snap["instances"] = [
+        {"InstanceId": iid, "State": {"Name": "running"}, "VpcId": "vpc-1", "Tags": tagged,
+         "SecurityGroups": [{"GroupId": sg}]} for iid, sg in (("i-app", "sg-app"), ("i-agent", "sg-mon"))]
+    snap["instances"].append({"InstanceId": "i-asg", "State": {"Name": "running"}, "VpcId": "vpc-1", "Tags": tagged,
+                              "SecurityGroups": [{"GroupId": "sg-app"}]})  # an autoscaling group's: no state has it
+    own = [StateResource("module.app.aws_security_group.this[0]", "aws_security_group", {"id": "sg-app"}),
+           StateResource("module.app.aws_instance.this[\"a\"]", "aws_instance", {"id": "i-app"})]
+    neighbour = [StateResource("aws_security_group.monitoring", "aws_security_group", {"id": "sg-mon"}),
+                 StateResource("aws_instance.agent", "aws_instance", {"id": "i-agent"}),
+                 StateResource("data.aws_instance.app", "aws_instance", {"id": "i-app"}, mode="data")]
+    # before: the neighbour's are candidates
+    assert {f.target for f in candidates("sg_opened_to_world", snap, RUN, GROUP)} == {"sg-app", "sg-mon"}
+    assert {f.target for f in candidates("instance_terminated", snap, RUN, GROUP)} == {"i-app", "i-agent", "i-asg"}
+    mine = experiment.without_foreign(snap, own, neighbour)
+    assert [f.target for f in candidates("sg_opened_to_world", mine, RUN, GROUP)] == ["sg-app"]
+    assert {f.target for f in candidates("instance_terminated", mine, RUN, GROUP)} == {"i-app", "i-asg"}
+    assert len(snap["instances"]) == 3, "the describe snapshot it came from is left as it was"

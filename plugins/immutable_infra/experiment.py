@@ -270,6 +270,25 @@ def ownership(own: Sequence[Any], neighbours: Sequence[Any]) -> dict[str, list[A
     }
 
 
+#: The describe lists faults take their targets from, and the id of each item.
+TARGET_LISTS = {"instances": "InstanceId", "security_groups": "GroupId", "nat_gateways": "NatGatewayId",
+                "network_acls": "NetworkAclId"}
+
+
+def without_foreign(snap: Mapping[str, Any], own: Sequence[Any], neighbours: Sequence[Any]) -> dict[str, Any]:
+    """The snapshot without what a neighbour's Terraform manages in the group's VPCs (a security group, an instance,
+    a NAT gateway or a network ACL another group created there): a fault on it could be seen by no check of this
+    group and repaired by no apply of it. What no state manages (a default ACL, an instance an autoscaling group
+    launched) stays."""
+    own_ids = {r.aws_id for r in own if r.aws_id}
+    foreign = {r.aws_id for r in neighbours if r.aws_id and getattr(r, "mode", "managed") == "managed"} - own_ids
+    out = dict(snap)
+    for key, id_key in TARGET_LISTS.items():
+        if key in out:
+            out[key] = [item for item in out[key] if item.get(id_key) not in foreign]
+    return out
+
+
 def affected_checks(batch: Sequence[Fault], checks: Sequence[str]) -> list[str]:
     """The checks (of ``checks``, in their order) whose findings a fault of the batch can change.
 
@@ -298,7 +317,9 @@ def snapshot(h: "Harness", name: str, checks: Iterable[str] = (), reading: Readi
     snap = reading.describe(name)
     snap.update(describe_extras(h.sandbox.client, rec.region, reading.vpc_ids(name)))
     # What the group's own Terraform manages: faults target only that (what a neighbour manages is the neighbour's)
-    snap.update(ownership(reading.resources(name), reading.neighbour_resources(name)))
+    own, neighbours = reading.resources(name), reading.neighbour_resources(name)
+    snap = without_foreign(snap, own, neighbours)
+    snap.update(ownership(own, neighbours))
     if "reachability" in checks:
         from immutable_infra.live import declared_flows
 
