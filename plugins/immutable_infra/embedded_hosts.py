@@ -763,8 +763,8 @@ def apply_playbook(
 def apply_role_playbooks(by_role: Mapping[str, Sequence[HostHandle]], playbooks_dir: Path | str,
                          roles: Mapping[str, Any], extra_vars: dict | None = None) -> dict[str, PlaybookRun]:
     """Each role's playbook on its hosts (one ansible-playbook run per role), the roles side by side (the runs
-    mostly wait on the hosts); role -> the run. Any failing run raises, after all have ended, one
-    :class:`EmbeddedHostError` naming every one that failed."""
+    mostly wait on the hosts); role -> the run. Failures raise after every run has ended (see
+    :func:`_raise_joined`): one :class:`EmbeddedHostError` naming each failed run."""
     with ThreadPoolExecutor(max_workers=max(1, min(4, len(by_role)))) as pool:
         futures = {role: pool.submit(apply_playbook, handles, Path(playbooks_dir) / roles[role].playbook, extra_vars,
                                      role=role) for role, handles in by_role.items()}
