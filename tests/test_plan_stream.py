@@ -171,3 +171,37 @@ def test_out_of_band_changes_are_caught_exactly_as_the_planfile_shows_them(appli
         result = verify.drift(h, "tiny")
         assert not result.quiet and expected in [
             (f.address, f.detail["attribute"], f.detail["classification"]) for f in result.findings], what
+
+
+def _vpc_tags(h) -> dict[str, str]:
+    state = h.deployer.terraform("tiny").state()
+    vpc = next(r for r in state["values"]["root_module"]["resources"] if r["address"] == "aws_vpc.this")
+    return vpc["values"]["tags"] or {}
+
+
+def test_a_proven_settle_takes_in_what_the_proof_read_and_nothing_after_it(applied_tiny):
+    """A chaos settle applies the proof's saved refresh-only plan: the state takes exactly what the proof read
+    (a change made after the proof stays drift, where a refresh-only apply would hide it); once the state has
+    changed since the plan, Terraform refuses the stale plan and the settle reads AWS anew."""
+    h = applied_tiny
+    said: list[str] = []
+    h.say = said.append
+    vpc = h.deployer.terraform("tiny").state()["values"]["root_module"]["resources"]
+    vpc_id = next(r["values"]["id"] for r in vpc if r["address"] == "aws_vpc.this")
+    ec2 = h.sandbox.client("ec2", h.run.groups["tiny"].region)
+
+    ec2.create_tags(Resources=[vpc_id], Tags=[{"Key": "Proven", "Value": "yes"}])
+    proof = verify.drift(h, "tiny")
+    assert not proof.quiet and proof.saved_plan
+    ec2.create_tags(Resources=[vpc_id], Tags=[{"Key": "Later", "Value": "after-the-proof"}])
+    h.settle("tiny", proven_plan=True)
+    assert "[tiny] settling: applying the proof's refresh-only plan" in said
+    assert _vpc_tags(h).get("Proven") == "yes" and "Later" not in _vpc_tags(h)
+    assert ("aws_vpc.this", "tags.Later", "drift") in _verdict(Plan.from_json(
+        h.deployer.terraform("tiny").plan(out="shown.tfplan", refresh_only=True)))
+
+    assert verify.drift(h, "tiny").saved_plan  # saves a plan with Later in it ...
+    h.repair("tiny", settle=False)  # ... which this apply makes stale (and it removes both tags)
+    h.settle("tiny", proven_plan=True)
+    assert any("plan is stale" in line for line in said), said
+    assert verify.drift(h, "tiny").quiet and "Later" not in _vpc_tags(h)

@@ -121,7 +121,7 @@ class FakeHarness:
         self.repairs.append(f"repair:{name}")
         return 0.0
 
-    def settle(self, name: str) -> None:
+    def settle(self, name: str, proven_plan: bool = False) -> None:
         self.repairs.append(f"settle:{name}")
 
 

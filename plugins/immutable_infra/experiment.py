@@ -23,9 +23,10 @@ For each batch of faults (disjoint resources, at most one flow blocker):
 5. **prove**, in a new pass: the watch checks plus drift and unmanaged
    (:data:`RESIDUE_CHECKS`); every new finding against the baseline is a
    **residue** (a fault not repaired), recorded once. Only a group proven
-   clean is **settled** (refresh-only apply, new fingerprints): a refresh-only
-   apply over an unrepaired out-of-band change would read it into the state and
-   hide it from drift for good. A group whose proof's refresh-only plan had no
+   clean is **settled**: the proof's saved refresh-only plan is applied, so the
+   state takes what the proof read and nothing after it (:meth:`Harness.settle`);
+   settling over an unrepaired out-of-band change would read it into the state
+   and hide it from drift for good. A group whose proof's refresh-only plan had no
    drift entry at all (noise included) and no output change has nothing to
    settle: that apply would read nothing in, so it is not run.
 
@@ -522,7 +523,8 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
             f"{time.monotonic() - started:.0f} s")
         return True, (proof_reading, proved)
     else:
-        h.settle(name)
+        # The state takes what the proof read (its saved plan): nothing read after the proof slips in unproven.
+        h.settle(name, proven_plan="drift" in proved and proved["drift"].saved_plan)
         say(f"{where}: repaired and settled, {time.monotonic() - started:.0f} s")
     return True, None
 

@@ -303,14 +303,31 @@ class Harness:
         self.run.save()
         return time.monotonic() - t0
 
-    def settle(self, name: str) -> None:
-        """After a proven repair: the refresh-only apply that reads what the endpoint filled in (DESIGN.md)."""
+    def settle(self, name: str, proven_plan: bool = False) -> None:
+        """After a proven repair: the refresh-only apply that reads what the endpoint filled in (DESIGN.md).
+
+        ``proven_plan``: the proof's refresh-only plan is the last one saved in the group's workspace; apply it,
+        so the state takes exactly what the proof read and found clean, without reading AWS again. Terraform
+        refuses it if the state changed since the plan; then a refresh-only apply reads AWS anew.
+        """
+        from immutable_infra.engine import TerraformError
         from immutable_infra.ephemeral import record_apply
 
         rec = self.run.groups[name]
         tf = self.deployer.terraform(name)
-        self.say(f"[{name}] settling: refresh-only apply")
-        result = tf.apply(progress=self.deployer.progress(name), refresh_only=True)
+        result = None
+        if proven_plan:
+            self.say(f"[{name}] settling: applying the proof's refresh-only plan")
+            try:
+                result = tf.apply_refresh_plan(progress=self.deployer.progress(name))
+            except TerraformError as exc:
+                if not exc.stale_plan:
+                    raise
+                self.say(f"[{name}] the proof's plan is stale (the state changed since): refresh-only apply")
+        if result is None:
+            if not proven_plan:
+                self.say(f"[{name}] settling: refresh-only apply")
+            result = tf.apply(progress=self.deployer.progress(name), refresh_only=True)
         record_apply(rec, "settle", result.seconds)
         rec.outputs = tf.output()
         self.run.save()
