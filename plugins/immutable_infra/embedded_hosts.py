@@ -757,7 +757,7 @@ def apply_playbook(
         )
     inventory = work / "inventory.ini"
     inventory.write_text("\n".join(lines) + "\n")
-    return run_playbook(inventory, playbook_path, work, f"host {names}", extra_vars, timeout=timeout)
+    return run_playbook(inventory, playbook_path, work, f"host {names}", extra_vars, timeout=timeout, pipelining=True)
 
 
 def apply_role_playbooks(by_role: Mapping[str, Sequence[HostHandle]], playbooks_dir: Path | str,
@@ -786,13 +786,15 @@ def _raise_joined(errors: Iterable[BaseException | None]) -> None:
 def run_playbook(
     inventory: Path, playbook_path: Path | str, work: Path, who: str, extra_vars: dict | None = None, *,
     limit: str | None = None, host_key_checking: bool = False, timeout: float = 600.0,
-    error: type[ToolError] = EmbeddedHostError,
+    error: type[ToolError] = EmbeddedHostError, pipelining: bool = False,
 ) -> PlaybookRun:
     """``ansible-playbook -i inventory playbook [--limit limit]`` with its own empty ansible.cfg in ``work``; the log
     goes there too. A failure raises ``error`` with one line: ``who``, the playbook, the failed task's message, the log.
 
     ``host_key_checking=False`` (embedded hosts: throwaway keys) lets Ansible skip the check; True leaves it to
     the ssh options the inventory names (``StrictHostKeyChecking accept-new`` in a run's known_hosts file).
+    ``pipelining``: Ansible's ssh pipelining (one ssh round trip per task instead of several); embedded hosts
+    run it (our image, root, no ``requiretty``); real hosts keep Ansible's default.
     """
     import json
 
@@ -821,6 +823,7 @@ def run_playbook(
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
+        **({"ANSIBLE_PIPELINING": "True"} if pipelining else {}),
     }
     started = time.monotonic()
     try:
