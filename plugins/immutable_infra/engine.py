@@ -516,8 +516,9 @@ class Terraform:
         return self._apply(args, "apply" if not refresh_only else "refresh", progress)
 
     def apply_refresh_plan(self, progress: Progress | None = None) -> ApplyResult:
-        """Apply the refresh-only plan the last :meth:`refresh_plan` saved: write into the state what that plan read,
-        without reading AWS again. Terraform refuses it (:attr:`TerraformError.stale_plan`) when the state changed since."""
+        """Apply the refresh-only plan the last :meth:`refresh_plan` saved: write into the state what that plan
+        read, without reading AWS again. Terraform refuses it when the state changed since
+        (:attr:`TerraformError.stale_plan`)."""
         args = ["apply", "-input=false", "-auto-approve", "-no-color", "-json", f"-parallelism={self.parallelism}",
                 REFRESH_PLANFILE]
         return self._apply(args, "refresh", progress)
