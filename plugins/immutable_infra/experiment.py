@@ -523,8 +523,9 @@ def _observe_and_repair(h: "Harness", name: str, batch: list[Fault], number: int
             f"{time.monotonic() - started:.0f} s")
         return True, (proof_reading, proved)
     else:
-        # The state takes what the proof read (its saved plan): nothing read after the proof slips in unproven.
-        h.settle(name, proven_plan="drift" in proved and proved["drift"].saved_plan)
+        # The state takes what the proof read: its drift check's refresh-only plan, the last one saved in the group's
+        # workspace (a plan always writes its planfile). Nothing read after the proof slips in unproven.
+        h.settle(name, proven_plan="drift" in proved)
         say(f"{where}: repaired and settled, {time.monotonic() - started:.0f} s")
     return True, None
 

@@ -40,9 +40,6 @@ class Result:
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     #: drift only: its refresh-only plan had no drift entry at all, noise included (a settle would read nothing in).
     quiet: bool = False
-    #: drift only: its refresh-only plan was saved to a file and read from it (it had content); a proven settle
-    #: applies it (:meth:`Harness.settle`) instead of reading AWS again.
-    saved_plan: bool = False
 
 
 def applied_groups(h: "Harness") -> set[str]:
@@ -88,8 +85,7 @@ def drift(h: "Harness", name: str, reading: Reading | None = None) -> Result:
     outputs_same = all(tuple(c.get("actions") or ()) in ((), ("no-op",))
                        for c in (plan.raw.get("output_changes") or {}).values())
     return Result("drift", findings, {"drift": table},
-                  quiet=plan.from_stream or (not plan.drift and plan.is_noop() and outputs_same),
-                  saved_plan=not plan.from_stream)
+                  quiet=plan.from_stream or (not plan.drift and plan.is_noop() and outputs_same))
 
 
 def unmanaged(h: "Harness", name: str, reading: Reading | None = None) -> Result:
